@@ -1,0 +1,85 @@
+"""Entry point of ``aero-win7-harness``: subcommand dispatch, ``run`` being the default."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from harness import __version__
+from harness.errors import ExitCode, HarnessError
+from harness.logsetup import setup_console
+
+# name -> module under harness.commands; the first is the default subcommand.
+SUBCOMMANDS: dict[str, str] = {
+    "run": "harness.commands.run",
+}
+DEFAULT_SUBCOMMAND = "run"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as the contract's one USAGE line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"FAIL: USAGE: {message}", flush=True)
+        raise SystemExit(ExitCode.USAGE)
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(SUBCOMMANDS[name])
+
+
+def _version_text() -> str:
+    from harness.qemu.binary import describe_default_qemu
+
+    return f"aero-win7-harness {__version__}\n{describe_default_qemu()}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="aero-win7-harness",
+        allow_abbrev=False,
+        description="Boot a prepared Windows 7 virtio test image under QEMU and return a PASS/FAIL verdict.",
+        epilog=f"Without a subcommand, '{DEFAULT_SUBCOMMAND}' is assumed: "
+        "'aero-win7-harness --disk-image X' means 'aero-win7-harness run --disk-image X'.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the harness and QEMU versions and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in SUBCOMMANDS:
+        module = _load(name)
+        module.configure(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    return parser
+
+
+def _with_default_subcommand(argv: list[str]) -> list[str]:
+    if not argv or argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    return [DEFAULT_SUBCOMMAND, *argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = _with_default_subcommand(list(sys.argv[1:] if argv is None else argv))
+    setup_console("text")
+    try:
+        if args_list[:1] == ["--version"]:
+            print(_version_text(), flush=True)
+            return ExitCode.PASS
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        if args.command is None:
+            parser.print_help()
+            return ExitCode.USAGE
+        return int(_load(args.command).execute(args))
+    except HarnessError as err:
+        print(err.verdict_line(), flush=True)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print("FAIL: INTERRUPTED: stopped by SIGINT", flush=True)
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Finding and interrogating the QEMU binaries (``qemu-system-x86_64``, ``qemu-img``)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+DEFAULT_QEMU_SYSTEM = "qemu-system-x86_64"
+_PROBE_TIMEOUT_S = 30.0
+_VERSION_RE = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(.*)")
+
+
+@dataclass(frozen=True)
+class QemuBinary:
+    """A QEMU system emulator that was found and answered ``--version``."""
+
+    path: str
+    version: tuple[int, int, int]
+    version_text: str  # the full first line, e.g. "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(str(n) for n in self.version)
+
+    def has_device(self, name: str) -> bool:
+        return name in _device_names(self.path)
+
+
+def resolve_executable(name_or_path: str, what: str) -> str:
+    """Return the absolute path of an executable given by name (on PATH) or path; else UsageError."""
+    if os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise UsageError(f"{what} not found: {name_or_path}")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise UsageError(f"{what} is not an executable file: {name_or_path}")
+        return str(path.resolve())
+    found = shutil.which(name_or_path)
+    if found is None:
+        raise UsageError(f"{what} not found on PATH: {name_or_path} (install QEMU, or pass its path)")
+    return found
+
+
+def _run(argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UsageError(f"{what} could not be run ({argv[0]}): {err}") from err
+
+
+@functools.cache
+def probe_qemu(name_or_path: str = DEFAULT_QEMU_SYSTEM) -> QemuBinary:
+    """Find a QEMU system emulator and read its version; UsageError when it is unusable."""
+    path = resolve_executable(name_or_path, "QEMU")
+    proc = _run([path, "--version"], "QEMU")
+    first = proc.stdout.splitlines()[0] if proc.stdout else ""
+    match = _VERSION_RE.match(first)
+    if proc.returncode != 0 or match is None:
+        raise UsageError(f"{path} does not answer like QEMU: {(proc.stderr or first).strip()[:200]}")
+    major, minor, micro = (int(g) for g in match.groups()[:3])
+    text = first.removeprefix("QEMU emulator version ").strip()
+    return QemuBinary(path=path, version=(major, minor, micro), version_text=text)
+
+
+@functools.cache
+def _device_names(path: str) -> frozenset[str]:
+    proc = _run([path, "-machine", "none", "-nodefaults", "-device", "help"], "QEMU")
+    return frozenset(re.findall(r'^name "([^"]+)"', proc.stdout, flags=re.MULTILINE))
+
+
+def describe_default_qemu(name_or_path: str = DEFAULT_QEMU_SYSTEM) -> str:
+    """One line for ``--version``: the QEMU this harness would use, or why there is none."""
+    try:
+        qemu = probe_qemu(name_or_path)
+    except UsageError as err:
+        return f"QEMU: unavailable ({err.detail})"
+    return f"QEMU {qemu.version_text} at {qemu.path}"
+
+
+def qemu_img_for(qemu_system: str) -> str:
+    """The ``qemu-img`` that belongs with a QEMU system binary (same folder first, then PATH)."""
+    sibling = Path(qemu_system).with_name("qemu-img")
+    if sibling.is_file() and os.access(sibling, os.X_OK):
+        return str(sibling)
+    return resolve_executable("qemu-img", "qemu-img")
+
+
+def image_info(qemu_img: str, image: Path) -> dict[str, Any]:
+    """``qemu-img info --output=json`` of an image, opened read-only and without locking it."""
+    proc = _run([qemu_img, "info", "--force-share", "--output=json", str(image)], "qemu-img")
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["qemu-img cannot read it"])[-1]
+        raise UsageError(f"not a usable disk image: {image}: {reason}")
+    info: dict[str, Any] = json.loads(proc.stdout)
+    return info
