@@ -15,6 +15,7 @@ from harness.logsetup import setup_console
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {
     "run": "harness.commands.run",
+    "provision": "harness.commands.provision",
 }
 DEFAULT_SUBCOMMAND = "run"
 
