@@ -1,0 +1,149 @@
+"""Entry point of ``aero-win7-docker``: the harness's run flags with host paths, run in Docker.
+
+    aero-win7-docker [LAUNCHER OPTIONS] [run] --disk-image ./win7.qcow2 [RUN FLAGS] [-- QEMU ARGS]
+    aero-win7-docker [LAUNCHER OPTIONS] selfcheck [RUN FLAGS]
+
+The disk image's folder is mounted read-only at /images, the output folder (--out-dir, default
+./out) read-write at /out; the container runs as the caller's uid:gid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from types import FrameType
+
+from harness import __version__
+from harness.commands.run import add_run_options
+from harness.errors import ExitCode, HarnessError
+from harness.launcher import kvm, mounts
+from harness.launcher.container import ContainerSpec, run_container
+from harness.launcher.engine import connect
+from harness.launcher.retry import RetryPolicy
+from harness.logsetup import add_file_log, get_logger, remove_handler, setup_console
+
+DEFAULT_IMAGE = "aero-win7-harness:latest"
+SUBCOMMANDS = ("run", "selfcheck")
+LAUNCHER_LOG = "launcher.log"
+log = get_logger("launcher")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are the contract's one USAGE line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"FAIL: USAGE: {message}", flush=True)
+        raise SystemExit(ExitCode.USAGE)
+
+
+def _launcher_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("launcher (host side)")
+    g.add_argument("--image", default=os.environ.get("AERO_WIN7_IMAGE") or DEFAULT_IMAGE,
+                   help="the harness image (default: $AERO_WIN7_IMAGE or %(default)s)")
+    g.add_argument("--network", default="none", metavar="MODE",
+                   help="container network; the guest's services run inside the container, so none is "
+                        "needed (default: %(default)s)")
+    g.add_argument("--engine-attempts", type=int, default=5, metavar="N",
+                   help="tries of each Docker engine call on transient failures (default: %(default)s)")
+    g.add_argument("--engine-backoff", type=float, default=0.5, metavar="S",
+                   help="first wait between tries, doubling up to 8 s (default: %(default)s)")
+    g.add_argument("--engine-timeout", type=float, default=60.0, metavar="S",
+                   help="timeout of one Docker engine request (default: %(default)s)")
+
+
+def build_parser(subcommand: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"aero-win7-docker {subcommand}" if subcommand != "run" else "aero-win7-docker",
+                     allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"aero-win7-docker {__version__}")
+    _launcher_options(parser)
+    add_run_options(parser, disk_required=subcommand == "run")
+    return parser
+
+
+def _split_subcommand(argv: list[str]) -> tuple[str, list[str]]:
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in SUBCOMMANDS:
+            return arg, argv[:i] + argv[i + 1:]
+    return "run", argv
+
+
+def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 paths: dict[str, PurePosixPath]) -> list[str]:
+    """The run flags again, for the harness in the container: host paths replaced by container
+    paths, launcher options left out, defaults not repeated."""
+    launcher_dests = {a.dest for g in parser._action_groups if g.title == "launcher (host side)"
+                      for a in g._group_actions}
+    argv: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in launcher_dests or action.dest in ("help", "version"):
+            continue
+        option = action.option_strings[0]
+        if action.dest in paths:
+            argv += [option, str(paths[action.dest])]
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        argv += [option] if action.nargs == 0 else [option, str(value)]
+    extra = list(args.qemu_extra or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return argv + (["--", *extra] if extra else [])
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def launch(argv: list[str]) -> int:
+    subcommand, rest = _split_subcommand(argv)
+    parser = build_parser(subcommand)
+    args = parser.parse_args(rest)
+    plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
+    file_log = add_file_log(Path(args.out_dir) / LAUNCHER_LOG)
+    try:
+        passthrough = kvm.decide(args.accel)
+        kvm.log_decision(passthrough)
+        spec = ContainerSpec(
+            image=args.image,
+            command=[subcommand, *harness_argv(parser, args, paths)],
+            user=f"{os.getuid()}:{os.getgid()}",
+            volumes=plan.volumes(),
+            devices=passthrough.devices,
+            group_add=passthrough.group_add,
+            network_mode=args.network,
+            environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
+        )
+        policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
+        client = connect(policy, args.engine_timeout)
+        try:
+            return run_container(client, spec, policy)
+        finally:
+            client.close()
+    finally:
+        remove_handler(file_log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_console("json")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return launch(list(sys.argv[1:] if argv is None else argv))
+    except HarnessError as err:
+        log.error("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
+        print(err.verdict_line(), flush=True)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print("FAIL: INTERRUPTED: stopped by SIGINT", flush=True)
+        return int(ExitCode.INTERRUPTED)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Host paths -> bind mounts, and the harness arguments rewritten to the container's paths."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from harness.errors import UsageError
+
+IMAGES_DIR = PurePosixPath("/images")
+OUT_DIR = PurePosixPath("/out")
+EXTRA_OUTPUTS_DIR = PurePosixPath("/outputs")
+
+# Options of `run` whose values are host paths of files the harness writes.
+OUTPUT_FILE_DESTS = ("serial_log", "virtio_snd_wav_path")
+
+
+@dataclass(frozen=True)
+class BindMount:
+    host: Path
+    container: PurePosixPath
+    read_only: bool
+
+    def as_volume(self) -> tuple[str, dict[str, str]]:
+        """The docker-py ``volumes`` entry of this mount."""
+        return str(self.host), {"bind": str(self.container), "mode": "ro" if self.read_only else "rw"}
+
+
+@dataclass
+class MountPlan:
+    """The bind mounts of one container, and the container path of each host path."""
+
+    mounts: list[BindMount] = field(default_factory=list)
+
+    def add(self, host: Path, container: PurePosixPath, *, read_only: bool) -> PurePosixPath:
+        for mount in self.mounts:
+            if mount.host == host and mount.read_only == read_only:
+                return mount.container
+        self.mounts.append(BindMount(host, container, read_only))
+        return container
+
+    def volumes(self) -> dict[str, dict[str, str]]:
+        return dict(mount.as_volume() for mount in self.mounts)
+
+
+def disk_image_file(path: Path) -> Path:
+    """The real file behind ``--disk-image``; UsageError (exit 2) when it is missing or unreadable."""
+    if not path.exists():
+        raise UsageError(f"disk image not found: {path}")
+    real = path.resolve()
+    if not real.is_file():
+        raise UsageError(f"disk image is not a regular file: {path}")
+    if not os.access(real, os.R_OK):
+        raise UsageError(f"disk image is not readable: {path}")
+    return real
+
+
+def output_dir(path: Path) -> Path:
+    """Create the output folder as the caller (so that it is the caller's, not the engine's)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {path}: {err.strerror}") from err
+    real = path.resolve()
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise UsageError(f"the output folder is not writable: {path}")
+    return real
+
+
+def _output_file(plan: MountPlan, out_host: Path, path: Path) -> PurePosixPath:
+    """Container path of an output file: under /out when it lies in the output folder, else its
+    own folder is mounted read-write under /outputs."""
+    target = path.parent.resolve() / path.name
+    if target.is_relative_to(out_host):
+        return OUT_DIR.joinpath(*target.relative_to(out_host).parts)
+    folder = output_dir(target.parent)
+    index = sum(1 for m in plan.mounts if m.container.parent == EXTRA_OUTPUTS_DIR)
+    return plan.add(folder, EXTRA_OUTPUTS_DIR / str(index), read_only=False) / target.name
+
+
+def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
+    """The mounts of a ``run``, and the container path of each path option (by argparse dest)."""
+    plan = MountPlan()
+    disk = disk_image_file(args.disk_image)
+    out_host = output_dir(args.out_dir)
+    images = plan.add(disk.parent, IMAGES_DIR, read_only=True)
+    out = plan.add(out_host, OUT_DIR, read_only=False)
+    paths: dict[str, PurePosixPath] = {"disk_image": images / disk.name, "out_dir": out}
+    for dest in OUTPUT_FILE_DESTS:
+        value: Path | None = getattr(args, dest, None)
+        if value is not None:
+            paths[dest] = _output_file(plan, out_host, value)
+    return plan, paths
+
+
+def plan_out_only(out_dir: Path) -> MountPlan:
+    """The mounts of a command that only writes artifacts (``selfcheck``)."""
+    plan = MountPlan()
+    plan.add(output_dir(out_dir), OUT_DIR, read_only=False)
+    return plan
