@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.options import OUT_DIR_ENV
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 
 HELP = "boot a prepared image under QEMU and report the guest selftest's verdict (the default)"
-
-DEFAULT_OUT_DIR = Path("out")
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = True) -> None:
@@ -51,8 +50,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                    help="... or when its RMS exceeds this (16-bit scale; default: %(default)s)")
 
     o = parser.add_argument_group("output")
-    o.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, metavar="DIR",
-                   help="artifacts folder, created if missing (default: %(default)s)")
+    o.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+                   help=f"artifacts folder, created if missing (default: ${OUT_DIR_ENV} or ./out)")
     o.add_argument("--serial-log", type=Path, default=None, metavar="PATH",
                    help="where COM1 is written (default: OUT_DIR/serial.log)")
     o.add_argument("--follow-serial", action="store_true", help="stream COM1 to stdout while waiting")

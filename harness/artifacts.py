@@ -1,0 +1,113 @@
+"""The run's report files: ``results.json`` and ``junit.xml``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+
+from harness import __version__
+from harness.protocol import Status
+from harness.verdict import GuestReport, Verdict
+
+RESULTS_NAME = "results.json"
+JUNIT_NAME = "junit.xml"
+SUITE_NAME = "aero-virtio-selftest"
+
+
+@dataclass
+class RunRecord:
+    """Everything the report files say about one run."""
+
+    verdict: Verdict
+    report: GuestReport
+    required: tuple[str, ...]
+    accel: str | None
+    qemu_version: str | None
+    qemu_argv: list[str]
+    duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)  # timing, audio, disk, artifacts...
+
+
+def results_document(run: RunRecord) -> dict[str, Any]:
+    return {
+        "verdict": "PASS" if run.verdict.passed else "FAIL",
+        "token": run.verdict.token,
+        "exit_code": int(run.verdict.exit_code),
+        "detail": run.verdict.detail,
+        "tests": {name: outcome.to_json() for name, outcome in run.report.tests.items()},
+        "required_tests": list(run.required),
+        "guest": {"started": run.report.started, "config": run.report.config, "result": run.report.result},
+        "accel": run.accel,
+        "qemu": {"version": run.qemu_version, "argv": run.qemu_argv},
+        "duration_s": round(run.duration_s, 3),
+        "version": __version__,
+        **run.extra,
+    }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(run: RunRecord, out_dir: Path) -> Path:
+    path = out_dir / RESULTS_NAME
+    _write_atomically(path, (json.dumps(results_document(run), indent=2) + "\n").encode())
+    return path
+
+
+def _case_for_test(name: str, run: RunRecord) -> TestCase:
+    outcome = run.report.tests[name]
+    case = TestCase(name, classname=SUITE_NAME)
+    detail = outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items())
+    required = name in run.required
+    if outcome.status is Status.FAIL:
+        case.result = [Failure(f"{name} FAIL{': ' + detail if detail else ''}", "TEST_FAILED")]
+    elif outcome.status is Status.SKIP:
+        if required:
+            case.result = [Failure(f"required test skipped{': ' + detail if detail else ''}", "TEST_SKIPPED")]
+        else:
+            case.result = [Skipped(detail or "skipped by the guest")]
+    elif not outcome.status.is_final:
+        case.result = [Failure(f"no final status (last: {outcome.status.value})", "MISSING_TEST_MARKER")]
+    case.system_out = "\n".join([f"status={outcome.status.value}", *(f"{k}={v}" for k, v in outcome.fields.items()),
+                                 *outcome.notes])
+    return case
+
+
+def junit_document(run: RunRecord) -> JUnitXml:
+    suite = TestSuite(SUITE_NAME)
+    for name in run.report.tests:
+        suite.add_testcase(_case_for_test(name, run))
+    for name in run.required:
+        if name not in run.report.tests:
+            missing = TestCase(name, classname=SUITE_NAME)
+            missing.result = [Failure(f"no TEST marker for required test {name}", "MISSING_TEST_MARKER")]
+            suite.add_testcase(missing)
+    overall = TestCase("overall", classname=SUITE_NAME, time=round(run.duration_s, 3))
+    if not run.verdict.passed:
+        kind = Failure if run.verdict.exit_code == 1 or run.verdict.token == "AUDIO_SILENT" else Error
+        overall.result = [kind(run.verdict.line(), run.verdict.token)]
+    overall.system_out = run.verdict.line()
+    suite.add_testcase(overall)
+    xml = JUnitXml()
+    xml.add_testsuite(suite)
+    return xml
+
+
+def write_junit(run: RunRecord, out_dir: Path) -> Path:
+    path = out_dir / JUNIT_NAME
+    junit_document(run).write(str(path), pretty=True)
+    return path

@@ -1,0 +1,142 @@
+"""The guest selftest protocol on COM1: records and a scanner that finds them in any byte stream.
+
+A record is a line ``AERO_VIRTIO_SELFTEST|<KIND>|...`` ending in LF or CRLF. The scanner accepts the
+stream in chunks of any size, tolerates invalid UTF-8 and binary noise, finds a record even when
+noise precedes it on the same line, and keeps memory bounded however long a line without a newline
+grows, without ever losing a record to that bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+PREFIX = b"AERO_VIRTIO_SELFTEST|"
+MAX_RECORD_BYTES = 16 * 1024  # a record longer than this is not a record
+MAX_PENDING_BYTES = 64 * 1024  # an unfinished line is trimmed once it grows past this
+
+
+class Kind(str, Enum):
+    START = "START"
+    CONFIG = "CONFIG"
+    TEST = "TEST"
+    RESULT = "RESULT"
+
+
+class Status(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    READY = "READY"
+    INFO = "INFO"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Status.PASS, Status.FAIL, Status.SKIP)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One protocol line. ``parts`` are the ``|``-separated parts after ``<KIND>``."""
+
+    kind: str
+    parts: tuple[str, ...]
+    text: str  # the whole record, from the prefix on, without the line end
+
+
+@dataclass(frozen=True)
+class TestMarker:
+    """A ``TEST|<name>|<STATUS>[|key=value...]`` record, taken apart."""
+
+    name: str
+    status: Status
+    fields: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # bare words after the status, e.g. ``SKIP|flag_not_set``
+
+
+def parse_key_values(parts: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Split ``key=value`` parts into a dict; the others are returned as bare words."""
+    fields: dict[str, str] = {}
+    words: list[str] = []
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            fields[key] = value
+        elif part:
+            words.append(part)
+    return fields, words
+
+
+def parse_line(line: bytes) -> Record | None:
+    """The record in one line (line end already removed), or None if the line holds none."""
+    start = line.rfind(PREFIX)
+    if start < 0:
+        return None
+    text = line[start:].decode("utf-8", errors="replace").rstrip("\r\n\t ")
+    pieces = text.split("|")
+    if len(pieces) < 2 or not pieces[1]:
+        return None
+    return Record(kind=pieces[1], parts=tuple(pieces[2:]), text=text)
+
+
+def as_test_marker(record: Record) -> TestMarker | None:
+    """Interpret a TEST record; None when it is malformed (no name or unknown status)."""
+    if record.kind != Kind.TEST or len(record.parts) < 2 or not record.parts[0]:
+        return None
+    try:
+        status = Status(record.parts[1].strip().upper())
+    except ValueError:
+        return None
+    fields, words = parse_key_values(record.parts[2:])
+    return TestMarker(name=record.parts[0], status=status, fields=fields, reason=" ".join(words) or None)
+
+
+def result_of(record: Record) -> str | None:
+    """``PASS`` or ``FAIL`` for a RESULT record, None otherwise."""
+    if record.kind != Kind.RESULT or not record.parts:
+        return None
+    verdict = record.parts[0].strip().upper()
+    return verdict if verdict in ("PASS", "FAIL") else None
+
+
+class Scanner:
+    """Feed it bytes in chunks of any size; it returns the records completed by each chunk."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[Record]:
+        records: list[Record] = []
+        if not chunk:
+            return records
+        self._pending += chunk
+        last_nl = self._pending.rfind(b"\n")
+        if last_nl >= 0:
+            complete = bytes(self._pending[: last_nl + 1])
+            del self._pending[: last_nl + 1]
+            for line in complete.split(b"\n")[:-1]:
+                record = parse_line(line) if PREFIX in line else None
+                if record is not None:
+                    records.append(record)
+        if len(self._pending) > MAX_PENDING_BYTES:
+            self._trim()
+        return records
+
+    def flush(self) -> list[Record]:
+        """The record on an unfinished last line (the stream ended without a newline)."""
+        record = parse_line(bytes(self._pending))
+        self._pending.clear()
+        return [record] if record is not None else []
+
+    def _trim(self) -> None:
+        """Drop noise from an overlong unfinished line, keeping any record that may be forming."""
+        start = self._pending.rfind(PREFIX)
+        if start >= 0 and len(self._pending) - start <= MAX_RECORD_BYTES:
+            del self._pending[:start]
+        else:
+            # Keep just enough for a prefix that straddles this chunk and the next.
+            del self._pending[: len(self._pending) - (len(PREFIX) - 1)]
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)

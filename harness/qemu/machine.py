@@ -1,0 +1,154 @@
+"""A running QEMU: the process, its QMP connection, and a clean way to end it.
+
+QEMU connects to a QMP socket this side listens on (no race on start-up), runs in its own session
+(a Ctrl-C in the terminal reaches the harness, which then quits QEMU through QMP so a WAV capture
+is finalised), and dies with the harness even if the harness is killed outright (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO
+
+from qemu.qmp import QMPClient, QMPError
+
+from harness.logsetup import get_logger
+
+QMP_CONNECT_TIMEOUT_S = 30.0
+QUIT_GRACE_S = 10.0
+TERM_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+log = get_logger("qemu")
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class QemuEndedEarly(Exception):
+    """QEMU exited before its QMP connection came up."""
+
+    def __init__(self, returncode: int | None) -> None:
+        super().__init__(f"QEMU exited during start-up (exit code {returncode})")
+        self.returncode = returncode
+
+
+def tail_of(path: Path, max_lines: int = 3) -> str:
+    """The last non-empty lines of a log file, joined into one line."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-max_lines:])[:500]
+
+
+class QemuMachine:
+    def __init__(self, argv: list[str], qmp_socket: Path, stderr_path: Path) -> None:
+        self.argv = argv
+        self.qmp_socket = qmp_socket
+        self.stderr_path = stderr_path
+        self.qmp = QMPClient("aero-win7-harness")
+        self.proc: asyncio.subprocess.Process | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    async def start(self) -> None:
+        """Start QEMU and wait for its QMP greeting; QemuEndedEarly if it exits first."""
+        await self.qmp.start_server(str(self.qmp_socket))
+        self._stderr = self.stderr_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            start_new_session=True, preexec_fn=_die_with_parent)
+        log.info("QEMU started", extra={"pid": self.proc.pid})
+        accept = asyncio.ensure_future(self.qmp.accept())
+        exited = asyncio.ensure_future(self.proc.wait())
+        done, _ = await asyncio.wait({accept, exited}, timeout=QMP_CONNECT_TIMEOUT_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if accept in done and accept.exception() is None:
+            exited.cancel()
+            return
+        accept.cancel()
+        exited.cancel()
+        await asyncio.gather(accept, exited, return_exceptions=True)
+        returncode = self.returncode  # None: still running, its QMP never answered
+        if self.running:
+            await self.shutdown()
+        raise QemuEndedEarly(returncode)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def screendump(self, path: Path, png: bool = True) -> bool:
+        """Save the guest's screen; False (logged) when QEMU cannot."""
+        if not self.running:
+            return False
+        arguments: dict[str, object] = {"filename": str(path)}
+        if png:
+            arguments["format"] = "png"
+        try:
+            await asyncio.wait_for(self.qmp.execute("screendump", arguments), timeout=10)
+        except (QMPError, asyncio.TimeoutError, OSError) as err:
+            log.warning("screendump failed: %s", err)
+            return False
+        log.info("guest screen saved to %s", path)
+        return True
+
+    async def shutdown(self) -> None:
+        """End QEMU: QMP quit (so audio captures are finalised), then SIGTERM, then SIGKILL."""
+        try:
+            if self.running and self.qmp.runstate.name == "RUNNING":
+                try:
+                    await asyncio.wait_for(self.qmp.execute("quit"), timeout=5)
+                except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+                    log.debug("QMP quit did not complete: %r", err)
+            if await self._wait_exit(QUIT_GRACE_S):
+                return
+            log.warning("QEMU did not quit through QMP; terminating it")
+            self._signal(signal.SIGTERM)
+            if await self._wait_exit(TERM_GRACE_S):
+                return
+            log.warning("QEMU ignored SIGTERM; killing it")
+            self._signal(signal.SIGKILL)
+            await self._wait_exit(None)
+        finally:
+            await self._close_qmp()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass  # exited in between
+
+    async def _wait_exit(self, timeout: float | None) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            return False
+        log.info("QEMU exited", extra={"returncode": self.proc.returncode})
+        return True
+
+    async def _close_qmp(self) -> None:
+        try:
+            await asyncio.wait_for(self.qmp.disconnect(), timeout=5)
+        except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+            log.debug("QMP disconnect: %r", err)
