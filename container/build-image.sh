@@ -34,6 +34,6 @@ args=(--build-arg "BASE_IMAGE=$base" --build-arg "HARNESS_VERSION=$version" --bu
 if [ -n "${QEMU_VERSION:-}" ]; then args+=(--build-arg "QEMU_VERSION=$QEMU_VERSION"); fi
 
 started=$(date +%s)
-"$docker_bin" build "${args[@]}" --tag "$image:latest" --tag "$image:$version" "$@" "$root"
+"$docker_bin" build --force-rm "${args[@]}" --tag "$image:latest" --tag "$image:$version" "$@" "$root"
 size=$("$docker_bin" image inspect --format '{{.Size}}' "$image:latest")
 echo "build-image: $image:$version ($revision), $(( size / 1000000 )) MB, built in $(( $(date +%s) - started ))s" >&2

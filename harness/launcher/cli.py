@@ -127,6 +127,9 @@ def launch(argv: list[str]) -> int:
             return run_container(client, spec, policy)
         finally:
             client.close()
+    except HarnessError as err:
+        log.error("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
+        raise
     finally:
         remove_handler(file_log)
 
@@ -137,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return launch(list(sys.argv[1:] if argv is None else argv))
     except HarnessError as err:
-        log.error("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
         print(err.verdict_line(), flush=True)
         return int(err.exit_code)
     except KeyboardInterrupt:

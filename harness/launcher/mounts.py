@@ -83,20 +83,15 @@ def _output_file(plan: MountPlan, out_host: Path, path: Path) -> PurePosixPath:
 def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
     """The mounts of a ``run``, and the container path of each path option (by argparse dest)."""
     plan = MountPlan()
-    disk = disk_image_file(args.disk_image)
+    paths: dict[str, PurePosixPath] = {}
+    if args.disk_image is not None:  # selfcheck brings its own disk
+        disk = disk_image_file(args.disk_image)
+        paths["disk_image"] = plan.add(disk.parent, IMAGES_DIR, read_only=True) / disk.name
     out_host = output_dir(args.out_dir)
-    images = plan.add(disk.parent, IMAGES_DIR, read_only=True)
-    out = plan.add(out_host, OUT_DIR, read_only=False)
-    paths: dict[str, PurePosixPath] = {"disk_image": images / disk.name, "out_dir": out}
+    paths["out_dir"] = plan.add(out_host, OUT_DIR, read_only=False)
     for dest in OUTPUT_FILE_DESTS:
         value: Path | None = getattr(args, dest, None)
         if value is not None:
             paths[dest] = _output_file(plan, out_host, value)
     return plan, paths
 
-
-def plan_out_only(out_dir: Path) -> MountPlan:
-    """The mounts of a command that only writes artifacts (``selfcheck``)."""
-    plan = MountPlan()
-    plan.add(output_dir(out_dir), OUT_DIR, read_only=False)
-    return plan

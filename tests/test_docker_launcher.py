@@ -1,0 +1,211 @@
+"""``aero-win7-docker`` against a real Docker engine.
+
+Marked ``docker``. Tests that need the engine skip locally when it does not answer and fail in
+CI (CI=true), where .ci/run starts one. Until the harness runner and the reference guest exist,
+the container side is a stand-in image: the base image plus a shell script in place of the
+harness, which records what it was given and exits with the code it is asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.docker
+
+BASE_IMAGE = os.environ.get("AERO_BASE_IMAGE", "debian:trixie-slim")
+FAKE_IMAGE = "aero-win7-harness-fake:test"
+FAKE_LABEL = "aero-win7-harness.launcher"
+
+# Stands in for `aero-win7-harness`: writes what it saw to /out/fake.txt; --http-path /exit/N
+# makes it exit N, /sleep makes it wait for a signal (and exit 130 on SIGINT, like the harness).
+FAKE_HARNESS = r"""#!/bin/sh
+out=/out
+path=""
+prev=""
+for arg in "$@"; do
+    [ "$prev" = "--http-path" ] && path="$arg"
+    [ "$prev" = "--out-dir" ] && out="$arg"
+    prev="$arg"
+done
+{
+    echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+    echo "args=$*"
+    if touch /images/probe 2>/dev/null; then echo "images=rw"; else echo "images=ro"; fi
+    if [ -e /dev/kvm ]; then echo "kvm=yes"; else echo "kvm=no"; fi
+} >"$out/fake.txt"
+echo "fake harness on stderr" >&2
+case "$path" in
+    /exit/*) code="${path#/exit/}" ;;
+    /sleep) trap 'echo "FAIL: INTERRUPTED: stopped by SIGINT"; exit 130' INT
+            echo "sleeping"; while :; do sleep 0.1; done ;;
+    *) code=0 ;;
+esac
+if [ "$code" = 0 ]; then echo "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"; else echo "FAIL: SELFTEST_FAILED: fake exit $code"; fi
+exit "$code"
+"""
+
+
+def _engine_or_skip() -> "docker.DockerClient":
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except (docker.errors.DockerException, OSError) as err:  # requests' errors are OSErrors
+        reason = f"no Docker engine answers at {os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}: {err}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI starts one with container/ci-docker.sh up)")
+        pytest.skip(f"{reason} (start dockerd to run these tests)")
+    return client
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator["docker.DockerClient"]:
+    client = _engine_or_skip()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def fake_image(engine: "docker.DockerClient") -> str:
+    try:
+        engine.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        message = f"base image {BASE_IMAGE} missing: run container/build-base-image.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    dockerfile = (f"FROM {BASE_IMAGE}\nCOPY aero-win7-harness /usr/local/bin/aero-win7-harness\n"
+                  "RUN chmod 755 /usr/local/bin/aero-win7-harness && mkdir -m 1777 /out /images\n"
+                  "USER 10001:10001\nENTRYPOINT [\"aero-win7-harness\"]\n").encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", dockerfile), ("aero-win7-harness", FAKE_HARNESS.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    engine.images.build(fileobj=context, custom_context=True, tag=FAKE_IMAGE, rm=True, pull=False)
+    return FAKE_IMAGE
+
+
+def launcher(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.launcher.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    path = tmp_path / "images" / "win7.qcow2"
+    path.parent.mkdir()
+    path.write_bytes(b"not really an image\n")
+    return path
+
+
+# --- without an engine --------------------------------------------------------------------------
+
+def test_unreachable_engine_exits_6_with_one_line_after_logged_retries(tmp_path: Path, disk: Path) -> None:
+    sock_path = tmp_path / "closed.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(sock_path))
+    sock.close()  # the socket file stays; nobody listens: connection refused
+    started = time.monotonic()
+    proc = launcher("--engine-attempts", "3", "--engine-backoff", "0.2", "--accel", "tcg",
+                    "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"),
+                    env={"DOCKER_HOST": f"unix://{sock_path}"})
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"FAIL: INFRA: Docker engine at unix://{sock_path} unreachable after 3 attempts (connect): Connection refused"]
+    assert "Traceback" not in proc.stderr
+    retries = [line for line in proc.stderr.splitlines() if '"harness.launcher.retry"' in line]
+    assert len(retries) == 2 and all("Connection refused" in line for line in retries)
+    assert 0.5 <= time.monotonic() - started < 30  # 0.2 s + 0.4 s of back-off, bounded
+    launcher_log = (tmp_path / "out" / "launcher.log").read_text()
+    assert launcher_log.count('"harness.launcher.retry"') == 2
+    assert '"token": "INFRA"' in launcher_log
+
+
+def test_missing_disk_image_exits_2(tmp_path: Path) -> None:
+    proc = launcher("--disk-image", str(tmp_path / "missing.qcow2"), "--out-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [f"FAIL: USAGE: disk image not found: {tmp_path}/missing.qcow2"]
+
+
+# --- with the engine and the stand-in harness ---------------------------------------------------
+
+def test_pass_streams_output_and_returns_0(fake_image: str, tmp_path: Path, disk: Path) -> None:
+    out = tmp_path / "out"
+    proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(out),
+                    "--timeout-seconds", "30", "--", "-smp", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+    assert "fake harness on stderr" in proc.stderr
+    seen = (out / "fake.txt").read_text()
+    assert f"uid={os.getuid()} gid={os.getgid()}" in seen
+    assert "args=run --disk-image /images/win7.qcow2 --accel tcg --timeout-seconds 30.0 --out-dir /out -- -smp 1" in seen
+    assert "images=ro" in seen and "kvm=no" in seen
+    assert (out / "fake.txt").stat().st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6])
+def test_harness_exit_codes_pass_through_unretried(fake_image: str, tmp_path: Path, disk: Path, code: int) -> None:
+    proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk),
+                    "--out-dir", str(tmp_path / "out"), "--http-path", f"/exit/{code}")
+    assert proc.returncode == code
+    assert proc.stdout.splitlines()[-1] == f"FAIL: SELFTEST_FAILED: fake exit {code}"
+    assert '"harness.launcher.retry"' not in proc.stderr
+    assert proc.stderr.count('"created container') == 1
+
+
+def test_exit_code_outside_the_contract_is_infra(fake_image: str, tmp_path: Path, disk: Path) -> None:
+    proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk),
+                    "--out-dir", str(tmp_path / "out"), "--http-path", "/exit/42")
+    assert proc.returncode == 6
+    assert proc.stdout.splitlines()[-1].startswith("FAIL: INFRA: the container ended with exit code 42")
+
+
+def test_missing_image_in_engine_exits_2(engine: "docker.DockerClient", tmp_path: Path, disk: Path) -> None:
+    proc = launcher("--image", "aero-win7-harness-no-such:image", "--disk-image", str(disk),
+                    "--out-dir", str(tmp_path / "out"), "--accel", "tcg")
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == [
+        "FAIL: USAGE: image aero-win7-harness-no-such:image is not in the Docker engine (build it: make image)"]
+
+
+def test_no_container_is_left_behind(engine: "docker.DockerClient", fake_image: str, tmp_path: Path, disk: Path) -> None:
+    before = {c.id for c in engine.containers.list(all=True, filters={"label": FAKE_LABEL})}
+    launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(tmp_path / "o"))
+    after = {c.id for c in engine.containers.list(all=True, filters={"label": FAKE_LABEL})}
+    assert after <= before
+
+
+def test_ctrl_c_stops_and_removes_the_container(engine: "docker.DockerClient", fake_image: str,
+                                               tmp_path: Path, disk: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
+                             "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "sleeping"  # the container is running
+        running = engine.containers.list(filters={"label": FAKE_LABEL, "ancestor": fake_image})
+        assert len(running) == 1
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert out.splitlines()[-1].startswith("FAIL: INTERRUPTED")
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(running[0].id)

@@ -1,0 +1,282 @@
+"""The launcher without a Docker engine: argument translation, mounts, KVM, retry policy."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import docker.errors
+import pytest
+import requests
+
+from harness.errors import InfraError, UsageError
+from harness.launcher import cli, container, kvm, mounts
+from harness.launcher.retry import NameConflict, RetryPolicy, call, is_transient, short_reason
+
+FAST = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=0.002)
+
+
+def _api_error(status: int, explanation: str = "boom") -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError(f"{status} error", response=response, explanation=explanation)
+
+
+def _parse(argv: list[str], subcommand: str = "run") -> tuple[Any, Any]:
+    parser = cli.build_parser(subcommand)
+    return parser, parser.parse_args(argv)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    path = tmp_path / "images" / "win7.qcow2"
+    path.parent.mkdir()
+    path.write_bytes(b"QFI\xfb")
+    return path
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+def test_run_flags_are_passed_with_container_paths(disk: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    parser, args = _parse(["--disk-image", str(disk), "--out-dir", str(out), "--timeout-seconds", "30",
+                           "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav", "--snapshot",
+                           "--image", "x:1", "--engine-attempts", "2", "--", "-smp", "1"])
+    plan, paths = mounts.plan_run(args)
+    argv = cli.harness_argv(parser, args, paths)
+    assert argv[:2] == ["--disk-image", "/images/win7.qcow2"]
+    assert ["--out-dir", "/out"] == argv[argv.index("--out-dir"):argv.index("--out-dir") + 2]
+    assert "--snapshot" in argv and "--enable-virtio-snd" in argv
+    assert argv[argv.index("--timeout-seconds") + 1] == "30.0"
+    assert argv[argv.index("--virtio-snd-audio-backend") + 1] == "wav"
+    assert argv[-3:] == ["--", "-smp", "1"]
+    assert "--image" not in argv and "--engine-attempts" not in argv  # launcher options stay outside
+    assert "--memory-mb" not in argv  # defaults are not repeated
+    assert plan.volumes() == {str(disk.parent): {"bind": "/images", "mode": "ro"},
+                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}
+
+
+def test_output_files_map_into_out_or_get_their_own_mount(disk: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    elsewhere = tmp_path / "logs" / "com1.log"
+    _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out),
+                      "--virtio-snd-wav-path", str(out / "a" / "snd.wav"), "--serial-log", str(elsewhere)])
+    plan, paths = mounts.plan_run(args)
+    assert paths["virtio_snd_wav_path"] == PurePosixPath("/out/a/snd.wav")
+    assert paths["serial_log"] == PurePosixPath("/outputs/0/com1.log")
+    assert plan.volumes()[str(elsewhere.parent)] == {"bind": "/outputs/0", "mode": "rw"}
+
+
+def test_subcommand_anywhere_before_the_qemu_args() -> None:
+    assert cli._split_subcommand(["--image", "x", "selfcheck", "--accel", "tcg"]) == (
+        "selfcheck", ["--image", "x", "--accel", "tcg"])
+    assert cli._split_subcommand(["--disk-image", "d", "--", "selfcheck"]) == (
+        "run", ["--disk-image", "d", "--", "selfcheck"])
+
+
+def test_selfcheck_needs_no_disk(tmp_path: Path) -> None:
+    parser, args = _parse(["--out-dir", str(tmp_path / "o"), "--accel", "tcg"], "selfcheck")
+    plan, paths = mounts.plan_run(args)
+    assert cli.harness_argv(parser, args, paths) == ["--accel", "tcg", "--out-dir", "/out"]
+    assert [m.container for m in plan.mounts] == [PurePosixPath("/out")]
+
+
+def test_missing_disk_image_is_usage(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="disk image not found"):
+        mounts.disk_image_file(tmp_path / "nope.qcow2")
+    with pytest.raises(UsageError, match="not a regular file"):
+        mounts.disk_image_file(tmp_path)
+
+
+def test_symlinked_disk_mounts_the_real_folder(disk: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.qcow2"
+    link.symlink_to(disk)
+    assert mounts.disk_image_file(link) == disk.resolve()
+
+
+def test_bad_flag_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--disk-image", "x", "--no-such-flag"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().out.strip().startswith("FAIL: USAGE: unrecognized arguments")
+
+
+def test_main_missing_disk_exits_2_before_the_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/never.sock")
+    assert cli.main(["--disk-image", str(tmp_path / "gone.qcow2"), "--out-dir", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().out.splitlines() == [f"FAIL: USAGE: disk image not found: {tmp_path}/gone.qcow2"]
+
+
+# --- KVM ----------------------------------------------------------------------------------------
+
+def test_kvm_never_with_tcg_or_without_the_device(tmp_path: Path) -> None:
+    assert not kvm.decide("tcg", tmp_path / "kvm").enabled
+    assert not kvm.decide("kvm", tmp_path / "kvm").enabled
+
+
+def test_kvm_demanded_passes_the_device_and_its_group(tmp_path: Path) -> None:
+    device = tmp_path / "kvm"
+    device.touch()
+    decision = kvm.decide("kvm", device)
+    assert decision.devices == [f"{device}:{device}:rwm"]
+    assert decision.group_add == [str(os.stat(device).st_gid)]
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_kvm_auto_follows_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, usable: bool) -> None:
+    accel = pytest.importorskip("harness.qemu.accel")
+    device = tmp_path / "kvm"
+    device.touch()
+    monkeypatch.setattr(accel, "kvm_usable", lambda *a, **k: (usable, "probe said so"))
+    decision = kvm.decide("auto", device)
+    assert decision.enabled is usable
+    assert decision.reason == "probe said so"
+
+
+# --- retry policy -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("err", [
+    requests.exceptions.ConnectionError("refused"),
+    requests.exceptions.ReadTimeout("slow"),
+    ConnectionResetError(104, "Connection reset by peer"),
+    _api_error(500), _api_error(503),
+    NameConflict("name in use"),
+    docker.errors.DockerException("Error while fetching server API version"),
+])
+def test_transient(err: BaseException) -> None:
+    if isinstance(err, docker.errors.DockerException) and not isinstance(err, docker.errors.APIError):
+        err.__cause__ = requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+    assert is_transient(err)
+
+
+@pytest.mark.parametrize("err", [_api_error(404), _api_error(400), _api_error(409), ValueError("x"),
+                                 docker.errors.ImageNotFound("no such image")])
+def test_not_transient(err: BaseException) -> None:
+    assert not is_transient(err)
+
+
+def test_short_reason_finds_the_os_error() -> None:
+    err = requests.exceptions.ConnectionError(("Connection aborted.", ConnectionRefusedError(111, "Connection refused")))
+    assert short_reason(err) == "Connection refused"
+
+
+def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        raise requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer"))
+
+    logging.getLogger("harness").addHandler(caplog.handler)
+    try:
+        with pytest.raises(requests.exceptions.ConnectionError):
+            call(FAST, "ping", flaky)
+    finally:
+        logging.getLogger("harness").removeHandler(caplog.handler)
+    assert len(calls) == 3
+    retries = [r for r in caplog.records if r.name == "harness.launcher.retry"]
+    assert len(retries) == 2
+    assert all(getattr(r, "call") == "ping" and getattr(r, "reason") == "Connection reset by peer" for r in retries)
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def bad() -> None:
+        calls.append(1)
+        raise _api_error(400)
+
+    with pytest.raises(docker.errors.APIError):
+        call(FAST, "create", bad)
+    assert calls == [1]
+
+
+# --- the container run, with a fake engine ------------------------------------------------------
+
+class FakeContainer:
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.waits = 0
+        self.started = 0
+
+    def attach(self, **kwargs: Any) -> Any:
+        return iter([(b"PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS\n" if self.code == 0 else b"FAIL: X: y\n", None)])
+
+    def start(self) -> None:
+        self.started += 1
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        self.waits += 1
+        return {"StatusCode": self.code}
+
+
+class FakeClient:
+    def __init__(self, code: int, create_errors: list[BaseException] | None = None) -> None:
+        self.box = FakeContainer(code)
+        self.create_errors = list(create_errors or [])
+        self.removed: list[str] = []
+        self.images = self
+        self.containers = self
+        self.api = self
+
+    def get(self, name: str) -> object:  # images.get
+        if name == "missing:1":
+            raise docker.errors.ImageNotFound("no such image")
+        return object()
+
+    def create(self, image: str, **kwargs: Any) -> FakeContainer:  # containers.create
+        if self.create_errors:
+            raise self.create_errors.pop(0)
+        assert kwargs["privileged"] is False and kwargs["init"] is True
+        return self.box
+
+    def remove_container(self, name: str, force: bool = False) -> None:  # api.remove_container
+        self.removed.append(name)
+
+
+def _spec(image: str = "img:1") -> container.ContainerSpec:
+    return container.ContainerSpec(image=image, command=["run"], user="1000:1000", volumes={})
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 4, 5])
+def test_verdicts_are_returned_once_never_retried(code: int, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    client = FakeClient(code)
+    spec = _spec()
+    assert container.run_container(client, spec, FAST) == code  # type: ignore[arg-type]
+    assert client.box.waits == 1 and client.box.started == 1
+    assert client.removed == [spec.name]
+    assert capsysbinary.readouterr().out.startswith(b"PASS" if code == 0 else b"FAIL")
+
+
+def test_a_name_conflict_removes_the_stale_container_and_retries() -> None:
+    client = FakeClient(0, create_errors=[_api_error(409, "Conflict. The container name is already in use")])
+    spec = _spec()
+    assert container.run_container(client, spec, FAST) == 0  # type: ignore[arg-type]
+    assert client.removed == [spec.name, spec.name]
+
+
+def test_5xx_on_create_is_retried_then_gives_exit_6() -> None:
+    client = FakeClient(0, create_errors=[_api_error(500)] * 5)
+    with pytest.raises(InfraError, match="unreachable after 3 attempts"):
+        container.run_container(client, _spec(), FAST)  # type: ignore[arg-type]
+
+
+def test_missing_image_is_usage() -> None:
+    with pytest.raises(UsageError, match="make image"):
+        container.run_container(FakeClient(0), _spec("missing:1"), FAST)  # type: ignore[arg-type]
+
+
+def test_an_exit_code_outside_the_contract_is_infra() -> None:
+    with pytest.raises(InfraError, match="exit code 137"):
+        container.run_container(FakeClient(137), _spec(), FAST)  # type: ignore[arg-type]
+
+
+def test_container_is_hardened() -> None:
+    kwargs = _spec().create_kwargs()
+    assert kwargs["privileged"] is False
+    assert kwargs["cap_drop"] == ["ALL"]
+    assert kwargs["network_mode"] == "none"
+    assert kwargs["user"] == "1000:1000"
