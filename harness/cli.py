@@ -16,6 +16,7 @@ from harness.logsetup import setup_console
 SUBCOMMANDS: dict[str, str] = {
     "run": "harness.commands.run",
     "provision": "harness.commands.provision",
+    "install": "harness.commands.install",
 }
 DEFAULT_SUBCOMMAND = "run"
 
