@@ -280,3 +280,11 @@ def test_container_is_hardened() -> None:
     assert kwargs["cap_drop"] == ["ALL"]
     assert kwargs["network_mode"] == "none"
     assert kwargs["user"] == "1000:1000"
+
+
+def test_out_dir_defaults_like_the_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AERO_OUT_DIR", raising=False)
+    assert mounts.default_out_dir(None) == Path("out")
+    monkeypatch.setenv("AERO_OUT_DIR", str(tmp_path / "env-out"))
+    assert mounts.default_out_dir(None) == tmp_path / "env-out"
+    assert mounts.default_out_dir(tmp_path / "given") == tmp_path / "given"

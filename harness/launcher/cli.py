@@ -107,7 +107,7 @@ def launch(argv: list[str]) -> int:
     parser = build_parser(subcommand)
     args = parser.parse_args(rest)
     plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
-    file_log = add_file_log(Path(args.out_dir) / LAUNCHER_LOG)
+    file_log = add_file_log(mounts.default_out_dir(args.out_dir) / LAUNCHER_LOG)
     try:
         passthrough = kvm.decide(args.accel)
         kvm.log_decision(passthrough)

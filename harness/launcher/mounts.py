@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.errors import UsageError
+from harness.options import OUT_DIR_ENV
 
 IMAGES_DIR = PurePosixPath("/images")
 OUT_DIR = PurePosixPath("/out")
@@ -57,6 +58,13 @@ def disk_image_file(path: Path) -> Path:
     return real
 
 
+def default_out_dir(path: Path | None) -> Path:
+    """``--out-dir`` on the host: as given, else $AERO_OUT_DIR, else ./out (as the harness does)."""
+    if path is not None:
+        return path
+    return Path(os.environ.get(OUT_DIR_ENV) or "out")
+
+
 def output_dir(path: Path) -> Path:
     """Create the output folder as the caller (so that it is the caller's, not the engine's)."""
     try:
@@ -87,7 +95,7 @@ def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPa
     if args.disk_image is not None:  # selfcheck brings its own disk
         disk = disk_image_file(args.disk_image)
         paths["disk_image"] = plan.add(disk.parent, IMAGES_DIR, read_only=True) / disk.name
-    out_host = output_dir(args.out_dir)
+    out_host = output_dir(default_out_dir(args.out_dir))
     paths["out_dir"] = plan.add(out_host, OUT_DIR, read_only=False)
     for dest in OUTPUT_FILE_DESTS:
         value: Path | None = getattr(args, dest, None)
