@@ -20,6 +20,7 @@ from harness.logsetup import get_logger
 
 QMP_CONNECT_TIMEOUT_S = 30.0
 QUIT_GRACE_S = 10.0
+EXIT_AFTER_QMP_LOSS_S = 3.0
 TERM_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 log = get_logger("qemu")
@@ -81,8 +82,11 @@ class QemuMachine:
             exited.cancel()
             return
         accept.cancel()
-        exited.cancel()
-        await asyncio.gather(accept, exited, return_exceptions=True)
+        await asyncio.gather(accept, return_exceptions=True)
+        try:  # a QEMU that dropped the QMP connection is usually exiting: give it a moment
+            await asyncio.wait_for(exited, timeout=EXIT_AFTER_QMP_LOSS_S)
+        except asyncio.TimeoutError:
+            pass
         returncode = self.returncode  # None: still running, its QMP never answered
         if self.running:
             await self.shutdown()

@@ -1,0 +1,150 @@
+"""Shared fixtures: real QEMU, free ports, tiny guests, and running the harness as users do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.qemu.bootsector import Ending, build_image
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str, why: str) -> str:
+    """The tool's path; locally a missing tool skips with a reason, in CI it fails the test."""
+    found = shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed ({why}); .ci/run installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture(scope="session")
+def qemu() -> str:
+    require_tool("qemu-img", "the harness validates images with it")
+    return require_tool("qemu-system-x86_64", "real QEMU runs")
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    """A free TCP port for HTTP and a free UDP port for the echo."""
+    return free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+
+
+MARK = "AERO_VIRTIO_SELFTEST"
+
+
+def lines(*records: str) -> bytes:
+    """Protocol records as the Windows guest writes them (CRLF)."""
+    return b"".join(f"{MARK}|{r}\r\n".encode() for r in records)
+
+
+PASSING = ("START|version=1", "TEST|virtio-blk|PASS|write_ok=1|write_bytes=4194304",
+           "TEST|virtio-net|PASS|large_ok=1|upload_ok=1", "RESULT|PASS")
+
+
+@pytest.fixture
+def make_guest(tmp_path: Path) -> Callable[..., Path]:
+    """Write a boot-sector guest that prints ``message`` on COM1 and then ends as asked."""
+
+    def make(message: bytes, ending: Ending = Ending.HALT, name: str = "guest.img") -> Path:
+        path = tmp_path / name
+        path.write_bytes(build_image(message, ending))
+        return path
+
+    return make
+
+
+@dataclass
+class HarnessRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    out_dir: Path
+
+    @property
+    def last_line(self) -> str:
+        return self.stdout.rstrip("\n").splitlines()[-1] if self.stdout.strip() else ""
+
+    def results(self) -> dict[str, object]:
+        import json
+
+        return dict(json.loads((self.out_dir / "results.json").read_text()))
+
+
+def harness_argv(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "harness", *(str(a) for a in args)]
+
+
+@pytest.fixture
+def run_harness(tmp_path: Path, ports: tuple[int, int]) -> Callable[..., HarnessRun]:
+    """Run ``aero-win7-harness`` in a subprocess with free ports, TCG and an out dir in tmp_path."""
+
+    def run(*args: str | Path, timeout: float = 60, out_dir: Path | None = None, ports_: bool = True) -> HarnessRun:
+        out = out_dir or tmp_path / "out"
+        extra: list[str | Path] = ["--out-dir", out]
+        if ports_:
+            extra += ["--http-port", str(ports[0]), "--udp-port", str(ports[1])]
+        cut = args.index("--") if "--" in args else len(args)  # QEMU arguments stay last
+        argv = harness_argv(*args[:cut], *extra, *args[cut:])
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                              stdin=subprocess.DEVNULL)
+        return HarnessRun(proc.returncode, proc.stdout, proc.stderr, out)
+
+    return run
+
+
+def qemu_children_of(pid: int) -> list[int]:
+    """PIDs of live processes whose parent is ``pid`` and whose command is QEMU."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"qemu-system" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def no_stray_qemu() -> Iterator[None]:
+    """Fail the test if a QEMU started by the harness outlives it."""
+    before = _all_qemu()
+    yield
+    leftover = _all_qemu() - before
+    assert not leftover, f"QEMU processes left running: {sorted(leftover)}"
+
+
+def _all_qemu() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"aero-win7-harness" in (entry / "cmdline").read_bytes() and b"qemu-system" in (
+                        entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids

@@ -1,0 +1,56 @@
+"""results.json and junit.xml, read back the way CI systems read them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from junitparser import Failure, JUnitXml, Skipped
+
+from harness import __version__
+from harness.artifacts import RunRecord, write_junit, write_results
+from harness.errors import ExitCode
+from harness.protocol import parse_line
+from harness.verdict import GuestReport, judge, required_tests
+
+
+def record_for(*lines: str, with_snd: bool = False) -> RunRecord:
+    report = GuestReport()
+    for text in lines:
+        parsed = parse_line(f"AERO_VIRTIO_SELFTEST|{text}".encode())
+        assert parsed is not None
+        report.add(parsed)
+    required = required_tests(with_snd)
+    return RunRecord(judge(report, required), report, required, "tcg", "7.2.22", ["qemu-system-x86_64", "-m", "64"],
+                     12.3456, {"timing": {"detection_latency_ms": 0.5}})
+
+
+def test_results_json_has_the_contract_keys(tmp_path: Path) -> None:
+    run = record_for("START|version=1", "CONFIG|http_url=http://10.0.2.2:18080/x|udp_port=18081",
+                     "TEST|virtio-blk|PASS|write_ok=1|write_mbps=20.5", "TEST|virtio-net|PASS|large_ok=1",
+                     "TEST|virtio-snd|SKIP|flag_not_set", "RESULT|PASS")
+    doc = json.loads(write_results(run, tmp_path).read_text())
+    assert {"verdict", "token", "exit_code", "tests", "accel", "qemu", "duration_s", "version"} <= set(doc)
+    assert (doc["verdict"], doc["token"], doc["exit_code"], doc["accel"]) == ("PASS", "PASS", 0, "tcg")
+    assert doc["tests"]["virtio-blk"] == {"status": "PASS", "fields": {"write_ok": "1", "write_mbps": "20.5"}}
+    assert doc["tests"]["virtio-snd"] == {"status": "SKIP", "fields": {}, "reason": "flag_not_set"}
+    assert doc["qemu"] == {"version": "7.2.22", "argv": ["qemu-system-x86_64", "-m", "64"]}
+    assert doc["version"] == __version__ and doc["duration_s"] == 12.346
+    assert doc["guest"]["config"]["udp_port"] == "18081" and doc["timing"]["detection_latency_ms"] == 0.5
+
+
+def test_junit_has_one_case_per_marker_plus_overall(tmp_path: Path) -> None:
+    run = record_for("TEST|virtio-blk|PASS|write_ok=1", "TEST|virtio-net|FAIL|large_ok=0",
+                     "TEST|virtio-input|SKIP|no_device", "RESULT|FAIL", with_snd=True)
+    assert run.verdict.exit_code == ExitCode.FAIL
+    xml = JUnitXml.fromfile(str(write_junit(run, tmp_path)))
+    suite = next(iter(xml))
+    cases = {case.name: case for case in suite}
+    assert list(cases) == ["virtio-blk", "virtio-net", "virtio-input", "virtio-snd", "overall"]
+    assert cases["virtio-blk"].is_passed and "write_ok=1" in (cases["virtio-blk"].system_out or "")
+    assert isinstance(cases["virtio-net"].result[0], Failure)
+    assert isinstance(cases["virtio-input"].result[0], Skipped)  # not required: a skip, not a failure
+    assert cases["virtio-snd"].result[0].type == "MISSING_TEST_MARKER"
+    overall = cases["overall"].result[0]
+    assert overall.type == "TEST_FAILED" and overall.message.startswith("FAIL: TEST_FAILED: virtio-net FAIL")
+    assert suite.tests == 5 and suite.failures == 3 and suite.skipped == 1
