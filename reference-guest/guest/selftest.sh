@@ -151,9 +151,17 @@ find_net_if() {
 	return 1
 }
 
+# net_failed REASON ERRFILE: remember the first failure of test_net.
+net_failed() {
+	[ -n "$reason" ] && return
+	reason=$1
+	# the last line, without socat's timestamp
+	err=$(clean "$(grep -v '^Connecting to' "$2" 2> /dev/null | tail -n 1 | sed 's|^[0-9/]* [0-9:.]* ||')")
+}
+
 test_net() {
 	local dhcp_ok=0 small_ok=0 small_bytes=0 large_ok=0 large_bytes=0 large_fnv=none large_sha=none
-	local upload_ok=0 upload_status=none t0 t1 t2 t3 t4 t5 line status reason=
+	local upload_ok=0 upload_bytes=0 upload_status=none t0 t1 t2 t3 line status reason= err=
 	local DHCP_IP= DHCP_ROUTER= DHCP_DNS=
 
 	if ! wait_until 50 find_net_if; then
@@ -172,16 +180,16 @@ test_net() {
 	fi
 
 	# GET <path>: body "OK"
-	if timeout 30 wget -q -T 10 -O "$W/small.txt" "$AERO_HTTP_URL" 2> "$W/small.err"; then
+	if timeout 30 wget -T 10 -O "$W/small.txt" "$AERO_HTTP_URL" 2> "$W/small.err"; then
 		small_bytes=$(stat -c %s "$W/small.txt")
 		read -r line < "$W/small.txt"
 		[ "$(printf '%s' "$line" | tr -d '\r')" = OK ] && small_ok=1
 	fi
-	[ "$small_ok" = 1 ] || reason=${reason:-small_get_failed}
+	[ "$small_ok" = 1 ] || net_failed small_get_failed "$W/small.err"
 
 	# GET <path>-large: 1 MiB of 0..255 repeating
 	t0=$(now)
-	timeout 60 wget -q -T 20 -O "$W/large.bin" "$AERO_HTTP_URL-large" 2> "$W/large.err"
+	timeout 60 wget -T 20 -O "$W/large.bin" "$AERO_HTTP_URL-large" 2> "$W/large.err"
 	t1=$(now)
 	[ -f "$W/large.bin" ] && large_bytes=$(stat -c %s "$W/large.bin")
 	if [ -f "$W/large.bin" ]; then
@@ -189,7 +197,7 @@ test_net() {
 		# Byte-for-byte equal to the pattern, so its FNV-1a is the pattern's.
 		cmp -s "$W/large.bin" "$PATTERN" && large_ok=1 && large_fnv=$PATTERN_FNV1A64
 	fi
-	[ "$large_ok" = 1 ] || reason=${reason:-large_get_failed}
+	[ "$large_ok" = 1 ] || net_failed large_get_failed "$W/large.err"
 
 	# POST <path>-large with the pattern as a binary body (raw HTTP over socat)
 	{
@@ -206,7 +214,11 @@ test_net() {
 	upload_status=$(printf '%s' "$line" | tr -d '\r' | cut -d' ' -f2)
 	[ -n "$upload_status" ] || upload_status=none
 	[ "$upload_status" = 200 ] && upload_ok=1
-	[ "$upload_ok" = 1 ] || reason=${reason:-upload_failed}
+	if [ "$upload_ok" = 1 ]; then
+		upload_bytes=$PATTERN_BYTES
+	else
+		net_failed upload_failed "$W/upload.err"
+	fi
 
 	status=FAIL
 	[ "$dhcp_ok$small_ok$large_ok$upload_ok" = 1111 ] && status=PASS
@@ -214,12 +226,9 @@ test_net() {
 		"small_ok=$small_ok" "small_bytes=$small_bytes" \
 		"large_ok=$large_ok" "large_bytes=$large_bytes" "large_fnv1a64=$large_fnv" "large_sha256=$large_sha" \
 		"large_mbps=$(mbps "$large_bytes" "$t0" "$t1")" \
-		"upload_ok=$upload_ok" "upload_bytes=$PATTERN_BYTES" "upload_status=$upload_status" \
-		"upload_mbps=$(mbps "$PATTERN_BYTES" "$t2" "$t3")"
-	if [ "$status" = FAIL ]; then
-		set -- "$@" "reason=$reason" \
-			"error=$(clean "$(cat "$W/small.err" "$W/large.err" "$W/upload.err" 2> /dev/null | tail -n 2)")"
-	fi
+		"upload_ok=$upload_ok" "upload_bytes=$upload_bytes" "upload_status=$upload_status" \
+		"upload_mbps=$(mbps "$upload_bytes" "$t2" "$t3")"
+	[ "$status" = PASS ] || set -- "$@" "reason=$reason" "error=$err"
 	emit TEST virtio-net "$status" "$@"
 	[ "$status" = PASS ]
 }
@@ -227,7 +236,7 @@ test_net() {
 # udp_echo FILE: send FILE as one datagram, expect it back unchanged.
 udp_echo() {
 	local wait
-	for wait in 0.5 2 4; do
+	for wait in 0.5 1 2; do
 		rm -f "$W/udp.out"
 		timeout 15 socat -t "$wait" -T 10 - "UDP:$AERO_HTTP_HOST:$AERO_UDP_PORT" < "$1" > "$W/udp.out" 2>> "$W/udp.err"
 		cmp -s "$1" "$W/udp.out" && return 0
@@ -248,17 +257,19 @@ test_udp() {
 	t0=$(now)
 	for f in "$W/udp.small" "$W/udp.large"; do
 		sent=$((sent + 1))
-		if udp_echo "$f"; then
-			echoed=$((echoed + 1))
-			bytes=$((bytes + $(stat -c %s "$f")))
+		if ! udp_echo "$f"; then
+			break # no echo despite the retries: the next would not fare better
 		fi
+		echoed=$((echoed + 1))
+		bytes=$((bytes + $(stat -c %s "$f")))
 	done
 	t1=$(now)
 	status=FAIL
 	[ "$echoed" = "$sent" ] && status=PASS
 	set -- "udp_ok=$([ "$status" = PASS ] && echo 1 || echo 0)" "port=$AERO_UDP_PORT" "sent=$sent" "echoed=$echoed" \
 		"bytes=$bytes" "retries=$UDP_RETRIES" "secs=$(secs "$t0" "$t1")"
-	[ "$status" = PASS ] || set -- "$@" reason=no_echo "error=$(clean "$(tail -n 2 "$W/udp.err" 2> /dev/null)")"
+	[ "$status" = PASS ] || set -- "$@" reason=no_echo \
+		"error=$(clean "$(tail -n 1 "$W/udp.err" 2> /dev/null | sed 's|^[0-9/]* [0-9:.]* ||')")"
 	emit TEST virtio-net-udp "$status" "$@"
 	[ "$status" = PASS ]
 }
