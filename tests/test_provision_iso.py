@@ -144,7 +144,8 @@ def test_iso_holds_the_media_and_the_default_script(tmp_path: Path, inputs: tupl
     on_iso = {a[3].removeprefix("E:\\").replace("\\", "/") for a in installs}
     assert on_iso == {f"AERO/drivers/{rel}" for rel in DRIVER_FILES if rel.lower().endswith(".inf")}
     (copy,) = _command(lines, "copy")
-    assert copy == ["copy", "/Y", "E:\\AERO\\selftest\\aero-virtio-selftest.exe", "C:\\AeroTests\\aero-virtio-selftest.exe"]
+    assert copy == ["copy", "/Y", "E:\\AERO\\selftest\\aero-virtio-selftest.exe",
+                    "C:\\AeroTests\\aero-virtio-selftest.exe"]
     # Defaults: only the URL is baked; no test signing, no reboot.
     assert _task_argv(lines) == ["C:\\AeroTests\\aero-virtio-selftest.exe", "--http-url", DEFAULT_HTTP_URL]
     assert _command(lines, "bcdedit") == []
@@ -196,8 +197,8 @@ def test_blk_root_quoting_in_the_task(tmp_path: Path, inputs: tuple[Path, Path],
     assert _task_argv(lines)[-2:] == ["--blk-root", blk_root]
 
 
-def test_output_dir_gets_the_same_files_and_can_be_rewritten(tmp_path: Path, inputs: tuple[Path, Path],
-                                                             capsys: pytest.CaptureFixture[str], open_iso: OpenIso) -> None:
+def test_output_dir_gets_the_same_files_and_can_be_rewritten(
+        tmp_path: Path, inputs: tuple[Path, Path], capsys: pytest.CaptureFixture[str], open_iso: OpenIso) -> None:
     exe, drivers = inputs
     tree, out = tmp_path / "tree", tmp_path / "p.iso"
     assert _provision(capsys, exe, drivers, "--output-dir", str(tree), "--output-iso", str(out))[0] == 0
@@ -283,7 +284,8 @@ def test_names_differing_only_by_case_are_refused(tmp_path: Path, inputs: tuple[
                           "--output-iso", str(tmp_path / "x.iso")], "differ only by case")
 
 
-def test_iso9660_names_stay_unique_when_mangled(tmp_path: Path, capsys: pytest.CaptureFixture[str], open_iso: OpenIso) -> None:
+def test_iso9660_names_stay_unique_when_mangled(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                open_iso: OpenIso) -> None:
     exe = tmp_path / "t.exe"
     exe.write_bytes(SELFTEST_BYTES)
     drivers = tmp_path / "d"

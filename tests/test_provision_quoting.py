@@ -81,7 +81,8 @@ def test_cmd_variables_are_expanded_not_escaped() -> None:
     drive = CmdVar("AERO_DRIVE")
     line = batch_command(["pnputil", "-i", "-a", (drive, "\\AERO\\drivers\\net kvm\\netkvm.inf")])
     assert line == 'pnputil -i -a "%AERO_DRIVE%\\AERO\\drivers\\net kvm\\netkvm.inf"'
-    assert argv(cmd_line(line, {"AERO_DRIVE": "E:"})) == ["pnputil", "-i", "-a", "E:\\AERO\\drivers\\net kvm\\netkvm.inf"]
+    expected = ["pnputil", "-i", "-a", "E:\\AERO\\drivers\\net kvm\\netkvm.inf"]
+    assert argv(cmd_line(line, {"AERO_DRIVE": "E:"})) == expected
     assert batch_text(["50% of ", drive]) == "50%% of %AERO_DRIVE%"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _tool(name: str) -> str:
-    path = BIN / name
-    assert path.is_file(), f"{name} is not installed beside {sys.executable} (pip install -e '.[test]')"
+    """A console script of the test extra: beside this Python (a venv), else on PATH."""
+    path = BIN / name if (BIN / name).is_file() else shutil.which(name)
+    assert path is not None, f"{name} is not installed (pip install -e '.[test]')"
     return str(path)
 
 

@@ -82,7 +82,8 @@ def driver_files(drivers_dir: Path) -> list[tuple[PurePosixPath, Path]]:
         dirs.sort()
         for name in sorted(files):
             host = Path(root) / name
-            found.append((PurePosixPath(host.relative_to(drivers_dir).as_posix()), _readable_file(host, "a driver file")))
+            rel = PurePosixPath(host.relative_to(drivers_dir).as_posix())
+            found.append((rel, _readable_file(host, "a driver file")))
     _check_names(drivers_dir, [rel for rel, _ in found])
     if not any(rel.suffix.lower() == ".inf" for rel, _ in found):
         raise UsageError(f"--drivers-dir holds no .inf file: {drivers_dir}")
