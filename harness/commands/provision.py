@@ -51,10 +51,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="write the media as plain files here (empty or earlier media)")
 
 
+def _check_url(text: str) -> None:
+    try:
+        url = urlsplit(text)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
+    except ValueError:  # an unclosed [, or a port that is not a port number
+        ok = False
+    if not ok or any(ch.isspace() for ch in text):
+        raise UsageError(f"--http-url is not an http:// URL: {text!r}")
+
+
 def _flags(args: argparse.Namespace) -> SelftestFlags:
-    url = urlsplit(args.http_url)
-    if url.scheme not in ("http", "https") or not url.hostname or any(ch.isspace() for ch in args.http_url):
-        raise UsageError(f"--http-url is not an http:// URL: {args.http_url!r}")
+    _check_url(args.http_url)
     blk_root: str | None = args.blk_root
     if blk_root is not None and (not blk_root.strip() or '"' in blk_root):
         raise UsageError(f"--blk-root is not a Windows path: {blk_root!r}")
