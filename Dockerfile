@@ -42,10 +42,10 @@ RUN python3 -m pip wheel --quiet --no-deps --no-index --no-build-isolation --whe
 # --- stage: the reference guest for `selfcheck` -------------------------------------------------
 # A small Linux guest built by reference-guest/build.py (owned by the reference-guest work). The
 # stage script builds it when reference-guest/build.py is in the build context; REFERENCE_GUEST
-# says what happens when it is not: "auto" (default) bakes no guest and says so, "required" fails.
+# says what happens when it is not: "required" (default) fails, "auto" bakes no guest and says so.
 # (qemu-utils here is a build tool only, so it is not pinned; the product's QEMU is below.)
 FROM ${BASE_IMAGE} AS reference-guest
-ARG REFERENCE_GUEST=auto
+ARG REFERENCE_GUEST=required
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 apt mtools syslinux syslinux-common dosfstools \
         cpio zstd xz-utils ca-certificates qemu-utils

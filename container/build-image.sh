@@ -7,7 +7,7 @@
 #
 # Environment: IMAGE (aero-win7-harness), BASE_IMAGE (debian:trixie-slim), QEMU_VERSION (the
 # Dockerfile's pin when empty), PYTHON (the host Python with pip: .venv/bin/python, else python3),
-# PYTHON_SERIES (the base image's Python, 3.13 for trixie), REFERENCE_GUEST (auto|required|skip),
+# PYTHON_SERIES (the base image's Python, 3.13 for trixie), REFERENCE_GUEST (required|auto|skip),
 # DOCKER (docker). Extra arguments go to `docker build`.
 set -euo pipefail
 
@@ -30,7 +30,7 @@ if [ "$revision" != unknown ] && [ -n "$(git -C "$root" status --porcelain -- Do
 fi
 
 args=(--build-arg "BASE_IMAGE=$base" --build-arg "HARNESS_VERSION=$version" --build-arg "VCS_REF=$revision"
-      --build-arg "REFERENCE_GUEST=${REFERENCE_GUEST:-auto}" --build-arg "PYTHON_SERIES=${PYTHON_SERIES:-3.13}")
+      --build-arg "REFERENCE_GUEST=${REFERENCE_GUEST:-required}" --build-arg "PYTHON_SERIES=${PYTHON_SERIES:-3.13}")
 if [ -n "${QEMU_VERSION:-}" ]; then args+=(--build-arg "QEMU_VERSION=$QEMU_VERSION"); fi
 
 started=$(date +%s)

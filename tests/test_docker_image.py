@@ -1,0 +1,197 @@
+"""The product image ``aero-win7-harness`` against a real Docker engine (``make image`` first).
+
+Marked ``docker``: locally they skip when no engine answers or the image was not built; in CI
+(CI=true) they fail instead. The guest runs use the reference guest baked into the image, under
+TCG (no KVM is passed unless the machine really has it), through the host-side launcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat
+import struct
+import subprocess
+import sys
+import tarfile
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import cli as harness_cli
+
+docker = pytest.importorskip("docker")
+
+pytestmark = pytest.mark.docker
+
+IMAGE = os.environ.get("AERO_WIN7_IMAGE", "aero-win7-harness:latest")
+GUEST_IN_IMAGE = "/usr/share/aero-win7-harness/reference-guest.qcow2"
+SIZE_GOAL_BYTES = 300_000_000
+GUI_PACKAGES = re.compile(r"^(qemu-system-gui|qemu-system-modules-\S+|libgtk\S*|libsdl\S*|libspice\S*|"
+                          r"libvirglrenderer\S*|libx11-6)$", re.MULTILINE)
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator["docker.DockerClient"]:
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except (docker.errors.DockerException, OSError) as err:
+        _missing(f"no Docker engine answers ({err}); start dockerd (CI: container/ci-docker.sh up)")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def image(engine: "docker.DockerClient") -> "docker.models.images.Image":
+    try:
+        return engine.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        _missing(f"image {IMAGE} not built: run make image (container/build-image.sh)")
+        raise
+
+
+def in_image(engine: "docker.DockerClient", *argv: str, entrypoint: str | None = None) -> tuple[int, str]:
+    container = engine.containers.run(IMAGE, list(argv), entrypoint=entrypoint, detach=True, network_mode="none")
+    try:
+        code = int(container.wait(timeout=120)["StatusCode"])
+        return code, container.logs(stdout=True, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def reference_guest(engine: "docker.DockerClient", image: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baked reference guest, copied to the host and made read-only."""
+    code, listing = in_image(engine, "-c", f"test -s {GUEST_IN_IMAGE} && echo ok", entrypoint="sh")
+    if code != 0:
+        _missing(f"{IMAGE} has no reference guest ({GUEST_IN_IMAGE}); rebuild with REFERENCE_GUEST=required")
+    folder = tmp_path_factory.mktemp("images")
+    container = engine.containers.create(IMAGE, network_mode="none")
+    try:
+        bits, _ = container.get_archive(GUEST_IN_IMAGE)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+            tar.extract("reference-guest.qcow2", folder, filter="data")
+    finally:
+        container.remove(force=True)
+    path = folder / "reference-guest.qcow2"
+    path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def launcher(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.launcher.cli", "--image", IMAGE, *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+# --- the image itself -------------------------------------------------------------------------
+
+def test_version_prints_harness_and_qemu(engine: "docker.DockerClient", image: object) -> None:
+    code, out = in_image(engine, "--version")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == f"aero-win7-harness {harness.__version__}"
+    assert re.fullmatch(r"QEMU \d+\.\d+\.\d+ \(Debian [^)]+\) at /usr/bin/qemu-system-x86_64", lines[1]), lines
+
+
+def test_labels_name_the_versions_and_revision(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+    labels = image.labels
+    assert labels["org.opencontainers.image.version"] == harness.__version__
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
+    qemu = labels["aero-win7-harness.qemu.version"]
+    _, out = in_image(engine, "--version")
+    assert f"(Debian {qemu})" in out  # the label is the QEMU that is really installed
+
+
+def test_runs_as_non_root_with_run_as_default(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+    config = image.attrs["Config"]
+    assert config["User"] == "harness"
+    assert config["Entrypoint"] == ["aero-win7-harness"]
+    assert "AERO_OUT_DIR=/out" in config["Env"]
+    code, out = in_image(engine, "-c", "id -u", entrypoint="sh")
+    assert (code, out.strip()) == (0, "10001")
+    code, out = in_image(engine, "--disk-image", "/images/none.qcow2", "--accel", "tcg")
+    assert code == 2 and out.strip().splitlines()[-1].startswith("FAIL: USAGE"), out  # `run` is the default
+
+
+def test_no_gui_packages_and_pinned_qemu(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+    code, out = in_image(engine, "-c", "dpkg-query -W -f '${Package}\\n'; qemu-system-x86_64 -device help",
+                         entrypoint="sh")
+    assert code == 0
+    assert GUI_PACKAGES.findall(out) == []
+    assert 'name "virtio-sound-pci"' in out and 'name "virtio-blk-pci"' in out and 'name "virtio-net-pci"' in out
+
+
+def test_size_goal(image: "docker.models.images.Image") -> None:
+    size = int(image.attrs["Size"])
+    assert size < SIZE_GOAL_BYTES, f"{IMAGE} is {size / 1e6:.0f} MB; the goal is under {SIZE_GOAL_BYTES / 1e6:.0f} MB"
+
+
+# --- guest runs ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_selfcheck_in_the_container(engine: "docker.DockerClient", reference_guest: Path) -> None:
+    if "selfcheck" not in harness_cli.SUBCOMMANDS:
+        pytest.skip("the harness has no `selfcheck` subcommand yet")
+    code, out = in_image(engine, "selfcheck", "--accel", "tcg", "--out-dir", "/tmp/selfcheck")
+    assert code == 0, out
+    assert out.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+
+
+@pytest.mark.slow
+def test_pass_from_a_read_only_image_leaves_it_unchanged(reference_guest: Path, tmp_path: Path) -> None:
+    before = sha256(reference_guest)
+    out = tmp_path / "out"
+    proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(out), "--timeout-seconds", "300")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+    assert sha256(reference_guest) == before
+    for name in ("serial.log", "results.json", "junit.xml", "harness.log", "launcher.log"):
+        assert (out / name).stat().st_uid == os.getuid(), name
+
+
+@pytest.mark.slow
+def test_guest_fail_is_exit_1(reference_guest: Path, tmp_path: Path) -> None:
+    # The guest fetches the path baked into it; served elsewhere, its virtio-net test fails.
+    proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(tmp_path / "out"),
+                    "--timeout-seconds", "300", "--http-path", "/not-the-guests-path")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("FAIL: TEST_FAILED: virtio-net FAIL")
+
+
+def _assert_complete_nonsilent_wav(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert struct.unpack_from("<I", data, 4)[0] == len(data) - 8, "RIFF size not finalised"
+    with wave.open(str(path)) as wav:
+        assert wav.getsampwidth() == 2
+        frames = wav.readframes(wav.getnframes())
+    assert wav.getnframes() > wav.getframerate() // 2, "less than half a second captured"
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
+    assert max(abs(s) for s in samples) > 1000, "the capture is silent"
+
+
+@pytest.mark.slow
+def test_sound_in_the_container_leaves_a_wav_on_the_host(reference_guest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(out), "--timeout-seconds", "300",
+                    "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    wav_path = out / "virtio-snd.wav"
+    assert wav_path.stat().st_uid == os.getuid()
+    _assert_complete_nonsilent_wav(wav_path)
