@@ -95,8 +95,7 @@ SND_MODULES: tuple[str, ...] = ("virtio_snd",)
 REQUIRED_KCONFIG = ("CONFIG_SND_VIRTIO", "CONFIG_VIRTIO_BLK", "CONFIG_VIRTIO_NET")
 
 KERNEL_CMDLINE = (
-    "console=ttyS0,115200n8 quiet loglevel=3 panic=1 no_timer_check "
-    "8250.nr_uarts=1 i8042.noaux random.trust_cpu=on"
+    "console=ttyS0,115200n8 quiet loglevel=3 panic=1 no_timer_check 8250.nr_uarts=1 i8042.noaux random.trust_cpu=on"
 )
 
 FAT_LABEL = "AEROREF"
@@ -212,6 +211,8 @@ class PrivateApt:
         self.status = root / "status"
 
     def setup(self) -> None:
+        if not Path(self.keyring).is_file():
+            raise BuildError(f"{self.keyring}: no such keyring (install debian-archive-keyring, or pass --keyring)")
         for d in (self.sources_dir, self.prefs_dir, self.lists / "partial", self.cache / "archives" / "partial"):
             d.mkdir(parents=True, exist_ok=True)
         self.status.touch()
@@ -385,14 +386,13 @@ def fetch(cache: Path, mirror: str, suite: str, keyring: str, refresh: bool) -> 
             extracted.append(d.name)
         trees[d.name] = tree
 
-    # Drop other versions of our packages, so the cache does not grow.
-    keep_debs = {d.deb_name for d in want}
-    ours = {d.name for d in want}
+    # Drop what the set no longer uses (older versions, an older kernel), so the cache does not grow.
+    keep = {d.deb_name for d in want}
     for p in debdir.glob("*.deb"):
-        if p.name.split("_", 1)[0] in ours and p.name not in keep_debs:
+        if p.name not in keep:
             p.unlink()
     for p in extract_root.iterdir():
-        if p.name.split("_", 1)[0] in ours and p.name + ".deb" not in keep_debs:
+        if p.name + ".deb" not in keep:
             shutil.rmtree(p, ignore_errors=True)
     return FetchResult(debs, trees, kernel_package, index, [d.name for d in missing], extracted)
 
@@ -490,9 +490,6 @@ class Tree:
         self.dir(path.rsplit("/", 1)[0])
         self.entries[path.strip("/")] = (stat.S_IFCHR | mode, b"", os.makedev(major, minor))
 
-    def size(self) -> int:
-        return sum(len(d) for _m, d, _r in self.entries.values())
-
     def cpio(self, mtime: int) -> bytes:
         out = bytearray()
 
@@ -575,8 +572,7 @@ def add_modules(tree: Tree, ktree: Path) -> Modules:
         builtin_names.add(Path(line).name.removesuffix(".ko").replace("-", "_"))
     by_name: dict[str, Path] = {}
     for p in (mod_root / "kernel").rglob("*.ko*"):
-        base = p.name.split(".ko", 1)[0].replace("-", "_")
-        by_name[base] = p
+        by_name[p.name.split(".ko", 1)[0].replace("-", "_")] = p
 
     loaded: dict[str, str] = {}  # name -> guest path
     builtin: list[str] = []
@@ -630,7 +626,7 @@ def make_pattern() -> bytes:
 
 def make_tone() -> bytes:
     frames = int(TONE_RATE * TONE_SECONDS)
-    period = [int(round(16000 * math.sin(2 * math.pi * i * TONE_HZ / TONE_RATE))) for i in range(TONE_RATE // TONE_HZ)]
+    period = [round(16000 * math.sin(2 * math.pi * i * TONE_HZ / TONE_RATE)) for i in range(TONE_RATE // TONE_HZ)]
     samples = b"".join(struct.pack("<hh", v, v) for v in period)
     path = Path(tempfile.mkstemp(suffix=".wav")[1])
     try:
@@ -680,7 +676,22 @@ def compress_initramfs(archive: bytes) -> bytes:
 def make_fat(work: Path, files: dict[str, bytes], volume_id: str, syslinux_cfg: str) -> Path:
     fat = work / "fat.img"
     size_kib = FAT_SIZE_MIB * 1024
-    run(["mkfs.fat", "-F", "16", "-n", FAT_LABEL, "-i", volume_id, "-h", str(PART_START_LBA), "-C", str(fat), str(size_kib)])
+    run(
+        [
+            "mkfs.fat",
+            "-F",
+            "16",
+            "-n",
+            FAT_LABEL,
+            "-i",
+            volume_id,
+            "-h",
+            str(PART_START_LBA),
+            "-C",
+            str(fat),
+            str(size_kib),
+        ]
+    )
     staging = work / "fat-files"
     dirs = sorted({str(Path(p).parent) for p in files if "/" in p} | {"syslinux"})
     for d in dirs:
@@ -777,7 +788,10 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         for name, d in sorted(fetched.debs.items())
     }
     ident = hashlib.sha256()
-    ident.update(json.dumps([BUILDER_VERSION, packages, dataclasses.asdict(knobs), KERNEL_CMDLINE], sort_keys=True).encode())
+    ident.update(
+        json.dumps([BUILDER_VERSION, packages, dataclasses.asdict(knobs), KERNEL_CMDLINE], sort_keys=True).encode()
+    )
+    ident.update(Path(__file__).read_bytes())
     for name in sorted(scripts):
         ident.update(scripts[name])
     build_id = ident.hexdigest()[:16]
@@ -870,7 +884,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--http-url", default=DEFAULT_HTTP_URL, help="selftest URL baked into the guest")
     ap.add_argument("--udp-port", type=int, default=DEFAULT_UDP_PORT, help="UDP echo port baked into the guest")
     ap.add_argument("--require-snd", action="store_true", help="the guest FAILs virtio-snd without the device")
-    ap.add_argument("--cache", type=Path, default=Path("build/cache"), help="download/extract cache (default build/cache)")
+    ap.add_argument(
+        "--cache", type=Path, default=Path("build/cache"), help="download/extract cache (default build/cache)"
+    )
     ap.add_argument("--refresh", action="store_true", help="refresh the package index even if it is recent")
     ap.add_argument("--mirror", default=os.environ.get("AERO_DEBIAN_MIRROR", DEFAULT_MIRROR), help="Debian mirror")
     ap.add_argument("--suite", default=DEFAULT_SUITE, help=argparse.SUPPRESS)

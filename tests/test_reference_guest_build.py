@@ -75,7 +75,7 @@ class Services:
 class _Handler(http.server.BaseHTTPRequestHandler):
     services: Services
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: object) -> None:
         return
 
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
@@ -117,13 +117,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     """HTTP and UDP echo on free loopback ports (the guest reaches them as 10.0.2.2)."""
-    handler = type("Handler", (_Handler,), {})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Handler(_Handler):
+        pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0.2)
     svc = Services(http_port=httpd.server_address[1], udp_port=udp.getsockname()[1])
-    handler.services = svc
+    Handler.services = svc
     stop = threading.Event()
 
     def echo() -> None:
