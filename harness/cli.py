@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError
-from harness.logsetup import setup_console
+from harness.errors import ExitCode, HarnessError, InfraError
+from harness.logsetup import get_logger, setup_console
 
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {
@@ -81,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("FAIL: INTERRUPTED: stopped by SIGINT", flush=True)
         return int(ExitCode.INTERRUPTED)
+    except Exception as err:  # noqa: BLE001 - the contract: one line, never a traceback
+        get_logger("cli").debug("internal error", exc_info=True)
+        print(InfraError(f"internal error: {type(err).__name__}: {err}").verdict_line(), flush=True)
+        return int(ExitCode.INFRA)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ only when asked explicitly, the image itself.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from dataclasses import dataclass
 from enum import Enum
@@ -45,11 +46,15 @@ class GuestDisk:
 
 def validate_image(path: Path, qemu_img: str) -> DiskImage:
     """Check the image exists, is a readable file and is a disk image; UsageError otherwise."""
-    if not path.exists():
-        raise UsageError(f"disk image not found: {path}")
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as err:
+        raise UsageError(f"disk image not found: {path}") from err
+    except OSError as err:
+        raise UsageError(f"disk image cannot be reached: {path}: {err.strerror}") from err
+    if stat.S_ISDIR(mode):
         raise UsageError(f"disk image is a directory, not a file: {path}")
-    if not path.is_file():
+    if not stat.S_ISREG(mode):
         raise UsageError(f"disk image is not a regular file: {path}")
     try:
         with path.open("rb") as stream:

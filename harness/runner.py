@@ -121,6 +121,9 @@ class Session:
                 verdict = await self._run()
             except HarnessError as err:
                 verdict = Verdict(err.token, err.exit_code, err.detail)
+            except Exception as err:  # noqa: BLE001 - reported as one INFRA line; the traceback goes to harness.log
+                log.exception("internal error")
+                verdict = Verdict("INFRA", ExitCode.INFRA, f"internal error: {type(err).__name__}: {err}")
             self._print(verdict)
             self._write_reports(verdict, time.monotonic() - started)
             log.info("verdict", extra={"token": verdict.token, "exit_code": int(verdict.exit_code)})

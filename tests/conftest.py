@@ -129,22 +129,21 @@ def qemu_children_of(pid: int) -> list[int]:
 
 
 @pytest.fixture
-def no_stray_qemu() -> Iterator[None]:
-    """Fail the test if a QEMU started by the harness outlives it."""
-    before = _all_qemu()
+def no_stray_qemu(tmp_path: Path) -> Iterator[None]:
+    """Fail the test if a QEMU it started (its command line names the test's folder) outlives it."""
     yield
-    leftover = _all_qemu() - before
+    leftover = _qemu_naming(str(tmp_path).encode())
     assert not leftover, f"QEMU processes left running: {sorted(leftover)}"
 
 
-def _all_qemu() -> set[int]:
+def _qemu_naming(needle: bytes) -> set[int]:
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"aero-win7-harness" in (entry / "cmdline").read_bytes() and b"qemu-system" in (
-                        entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
+                cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
+            if b"qemu-system" in cmdline and needle in cmdline:
+                pids.add(int(entry.name))
     return pids

@@ -96,9 +96,9 @@ def qemu_img_for(qemu_system: str) -> str:
 
 def image_info(qemu_img: str, image: Path) -> dict[str, Any]:
     """``qemu-img info --output=json`` of an image, opened read-only and without locking it."""
-    proc = _run([qemu_img, "info", "--force-share", "--output=json", str(image)], "qemu-img")
+    proc = _run([qemu_img, "info", "--force-share", "--backing-chain", "--output=json", str(image)], "qemu-img")
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["qemu-img cannot read it"])[-1]
         raise UsageError(f"not a usable disk image: {image}: {reason}")
-    info: dict[str, Any] = json.loads(proc.stdout)
-    return info
+    chain: list[dict[str, Any]] = json.loads(proc.stdout)  # the image first, then its backing files
+    return chain[0]

@@ -1,0 +1,155 @@
+"""Bad input: one line, exit 2 (or 6 for a taken port), nothing booted, nothing changed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.disk import validate_image
+from harness.errors import UsageError
+from harness.qemu.binary import probe_qemu, qemu_img_for
+from tests.conftest import PASSING, HarnessRun, lines
+
+pytestmark = pytest.mark.usefixtures("qemu", "no_stray_qemu")
+Run = Callable[..., HarnessRun]
+
+
+def assert_usage(run: HarnessRun, needle: str) -> None:
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stdout.strip().splitlines() == [run.last_line]  # one line on stdout, nothing else
+    assert run.last_line.startswith("FAIL: USAGE: ") and needle in run.last_line, run.last_line
+    assert "Traceback" not in run.stderr
+    assert not (run.out_dir / "serial.log").exists()  # nothing booted
+
+
+def test_missing_image(run_harness: Run, tmp_path: Path) -> None:
+    assert_usage(run_harness("--disk-image", tmp_path / "nope.qcow2"), "disk image not found")
+
+
+def test_directory_as_image(run_harness: Run, tmp_path: Path) -> None:
+    assert_usage(run_harness("--disk-image", tmp_path), "is a directory")
+
+
+def test_a_file_that_is_no_disk_image(run_harness: Run, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a disk\n" * 100)
+    assert_usage(run_harness("--disk-image", text), "not a bootable disk image")
+    empty = tmp_path / "empty.qcow2"
+    empty.write_bytes(b"")
+    assert_usage(run_harness("--disk-image", empty), empty.name)
+
+
+def test_a_qcow2_whose_backing_file_is_missing(run_harness: Run, tmp_path: Path, make_guest) -> None:
+    base = make_guest(lines(*PASSING))
+    child = tmp_path / "child.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(child)], check=True)
+    base.unlink()
+    assert_usage(run_harness("--disk-image", child), "not a usable disk image")
+
+
+@pytest.mark.parametrize("blocked", ["file", "folder"])
+def test_an_unreadable_image_as_an_unprivileged_user(make_guest, blocked: str) -> None:
+    """Root reads everything, so the check runs in a forked child that drops to nobody."""
+    folder = Path(tempfile.mkdtemp(prefix="aero-unreadable-"))
+    image = folder / "win7.img"
+    image.write_bytes(make_guest(lines(*PASSING)).read_bytes())
+    (image if blocked == "file" else folder).chmod(0 if blocked == "file" else 0o700)
+    if blocked == "file":
+        folder.chmod(0o755)
+    qemu_img = qemu_img_for(probe_qemu().path)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on, only os._exit
+        os.close(read_end)
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            validate_image(image, qemu_img)
+            message = "no error"
+        except UsageError as err:
+            message = err.verdict_line()
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the test
+            message = f"unexpected {err!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        message = stream.read().decode()
+    shutil.rmtree(folder)
+    expected = "is not readable" if blocked == "file" else "cannot be reached"
+    assert message.startswith(f"FAIL: USAGE: disk image {expected}: {image}: Permission denied"), message
+
+
+def test_missing_or_non_executable_qemu(run_harness: Run, tmp_path: Path, make_guest) -> None:
+    image = make_guest(lines(*PASSING))
+    assert_usage(run_harness("--disk-image", image, "--qemu-system", "qemu-system-nonexistent"), "not found on PATH")
+    assert_usage(run_harness("--disk-image", image, "--qemu-system", tmp_path / "missing" / "qemu"), "QEMU not found")
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("not a program")
+    fake.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    assert_usage(run_harness("--disk-image", image, "--qemu-system", fake), "not an executable file")
+    fake.write_text("#!/bin/sh\necho hello\n")
+    fake.chmod(0o755)
+    assert_usage(run_harness("--disk-image", image, "--qemu-system", fake), "does not answer like QEMU")
+
+
+def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> None:
+    image = make_guest(lines(*PASSING))
+    run = run_harness("--disk-image", image, "--enable-virtio-snd", "--dry-run", "--accel", "tcg")
+    if probe_qemu().has_device("virtio-sound-pci"):  # QEMU 8.2 or later: the device goes on the command line
+        assert run.returncode == 0 and "virtio-sound-pci,audiodev=snd0" in run.last_line
+    else:  # Debian 12's QEMU 7.2
+        assert_usage(run, "has no virtio-sound-pci device")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--timeout-seconds", "0"), "--timeout-seconds must be greater than 0"),
+    (("--timeout-seconds", "-5"), "--timeout-seconds must be greater than 0"),
+    (("--serial-log", "/nonexistent-dir/serial.log"), "--serial-log: directory does not exist"),
+    (("--enable-virtio-snd", "--virtio-snd-audio-backend", "wav", "--virtio-snd-wav-path", "/nonexistent-dir/a.wav"),
+     "--virtio-snd-wav-path: directory does not exist"),
+    (("--virtio-snd-audio-backend", "wav"), "needs --enable-virtio-snd"),
+    (("--snapshot", "--write-to-image"), "exclude each other"),
+    (("--memory-mb", "0"), "--memory-mb"),
+    (("--http-port", "70000"), "--http-port must be between"),
+    (("--http-path", "no-slash"), "--http-path must start with '/'"),
+    (("--accel", "hvf"), "invalid choice"),
+    (("--timeout-seconds", "soon"), "invalid float value"),
+    (("stray-argument",), "unexpected argument: stray-argument"),
+])
+def test_bad_flags(run_harness: Run, make_guest, args: tuple[str, ...], needle: str) -> None:
+    own_ports = "--http-port" not in args
+    assert_usage(run_harness("--disk-image", make_guest(lines(*PASSING)), *args, ports_=own_ports), needle)
+
+
+def test_no_disk_image_flag(run_harness: Run) -> None:
+    assert_usage(run_harness(), "--disk-image")
+
+
+def test_out_dir_that_is_a_file(run_harness: Run, make_guest, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    run = run_harness("--disk-image", make_guest(lines(*PASSING)), "--accel", "tcg", out_dir=blocker)
+    assert run.returncode == 2 and "--out-dir is not a directory" in run.last_line
+
+
+def test_a_taken_http_port_exits_6_naming_it(run_harness: Run, make_guest, tmp_path: Path) -> None:
+    image = make_guest(lines(*PASSING))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = run_harness("--disk-image", image, "--accel", "tcg", "--http-port", str(port), ports_=False)
+    assert run.returncode == 6
+    assert run.last_line == f"FAIL: INFRA: HTTP port {port} on 127.0.0.1 is already in use (another run, or pass a free port)"
+    assert not (run.out_dir / "serial.log").exists()
