@@ -40,17 +40,19 @@ RUN python3 -m pip wheel --quiet --no-deps --no-index --no-build-isolation --whe
 
 
 # --- stage: the reference guest for `selfcheck` -------------------------------------------------
-# A small Linux guest built by reference-guest/build.py (owned by the reference-guest work). The
-# stage script builds it when reference-guest/build.py is in the build context; REFERENCE_GUEST
-# says what happens when it is not: "required" (default) fails, "auto" bakes no guest and says so.
+# A small Linux guest built by reference-guest/build.py (owned by the reference-guest work).
+# REFERENCE_GUEST: "required" (default) builds it and fails when it cannot; "skip" bakes none (a
+# quicker build for work on the harness; `selfcheck` then does not work); "auto" builds it when
+# reference-guest/build.py exists.
 # (qemu-utils here is a build tool only, so it is not pinned; the product's QEMU is below.)
 FROM ${BASE_IMAGE} AS reference-guest
 ARG REFERENCE_GUEST=required
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 apt mtools syslinux syslinux-common dosfstools \
         cpio zstd xz-utils ca-certificates qemu-utils
-COPY container/reference-guest-stage.sh reference-gues[t] /src/reference-guest/
-RUN sh /src/reference-guest/reference-guest-stage.sh "$REFERENCE_GUEST" /src/reference-guest /guest
+COPY container/reference-guest-stage.sh /src/
+COPY reference-guest/ /src/reference-guest/
+RUN sh /src/reference-guest-stage.sh "$REFERENCE_GUEST" /src/reference-guest /guest
 
 
 # --- the product image --------------------------------------------------------------------------
