@@ -39,8 +39,8 @@ def setup_console(fmt: LogFormat = "text", level: int = logging.INFO) -> logging
 
 
 def add_file_log(path: Path) -> logging.Handler:
-    """Log everything, as JSON lines, to ``path`` too; returns the handler so it can be removed."""
-    handler = logging.FileHandler(path, encoding="utf-8")
+    """Log everything, as JSON lines, to ``path`` (replaced) too; returns the handler so it can be removed."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(_json_formatter())
     logging.getLogger(LOGGER_NAME).addHandler(handler)

@@ -30,6 +30,7 @@ LARGE_SHA256 = hashlib.sha256(LARGE_BODY).hexdigest()
 FNV64_OFFSET, FNV64_PRIME = 0xCBF29CE484222325, 0x100000001B3
 MAX_UPLOAD = 4 * LARGE_SIZE  # refuse to buffer more than this
 MAX_DATAGRAM = 2048
+SHUTDOWN_POLL_S = 0.02  # how often serve_forever checks for shutdown: bounds the teardown delay
 log = get_logger("services")
 
 
@@ -209,7 +210,7 @@ def guest_services(http_port: int, http_path: str, udp_port: int, log_path: Path
     _check_port(udp_port, "--udp-port")
     if not http_path.startswith("/"):
         raise UsageError(f"--http-path must start with '/': {http_path}")
-    with log_path.open("a", encoding="utf-8") as stream:
+    with log_path.open("w", encoding="utf-8") as stream:
         request_log = RequestLog(stream)
         try:
             http = _HttpServer(http_port, http_path, request_log)
@@ -220,7 +221,7 @@ def guest_services(http_port: int, http_path: str, udp_port: int, log_path: Path
         except OSError as err:
             http.server_close()
             raise _bind_error(err, "UDP port", udp_port) from err
-        threads = [threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.2},
+        threads = [threading.Thread(target=http.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
                                     name="http", daemon=True),
                    threading.Thread(target=udp.serve, name="udp-echo", daemon=True)]
         for thread in threads:
