@@ -103,7 +103,7 @@ def _check_disk(request: InstallRequest, qemu_img: str) -> str:
 
 
 def _accel_args(accel: AccelChoice) -> list[str]:
-    # auto: QEMU tries KVM and falls back to TCG by itself when KVM cannot start.
+    # auto (only in --dry-run, where nothing is probed): QEMU's own fallback order.
     names = ["kvm", "tcg"] if accel == "auto" else [accel]
     return [arg for name in names for arg in ("-accel", name)]
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from harness.errors import InfraError
+from harness.qemu.accel import choose_accel
+from harness.qemu.binary import probe_qemu
 from harness.install import InstallRequest, create_disk, plan_install, run_vm, steps
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 from harness.qemu.cmdline import render
@@ -45,6 +47,9 @@ def execute(args: argparse.Namespace) -> int:
     extra: list[str] = list(args.qemu_extra)
     if extra[:1] == ["--"]:
         extra = extra[1:]
+    accel = args.accel
+    if not args.dry_run and accel != "tcg":  # a real launch: KVM only where a probe guest really runs
+        accel = choose_accel(accel, probe_qemu(args.qemu_system).path)
     plan = plan_install(InstallRequest(
         win7_iso=args.win7_iso,
         disk_image=args.disk_image,
@@ -53,7 +58,7 @@ def execute(args: argparse.Namespace) -> int:
         provisioning_iso=args.provisioning_iso,
         memory_mb=args.memory_mb,
         smp=args.smp,
-        accel=args.accel,
+        accel=accel,
         display=args.display,
         qemu_system=args.qemu_system,
         qemu_img=args.qemu_img,
