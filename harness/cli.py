@@ -15,6 +15,7 @@ from harness.logsetup import get_logger, setup_console
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {
     "run": "harness.commands.run",
+    "selfcheck": "harness.commands.selfcheck",
     "provision": "harness.commands.provision",
     "install": "harness.commands.install",
 }
