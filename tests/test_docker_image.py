@@ -154,6 +154,17 @@ def test_selfcheck_in_the_container(engine: "docker.DockerClient", reference_gue
 
 
 @pytest.mark.slow
+def test_launcher_selfcheck(image: object, tmp_path: Path) -> None:
+    if "selfcheck" not in harness_cli.SUBCOMMANDS:
+        pytest.skip("the harness has no `selfcheck` subcommand yet")
+    out = tmp_path / "selfcheck"
+    proc = launcher("selfcheck", "--out-dir", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+    assert (out / "results.json").stat().st_uid == os.getuid()
+
+
+@pytest.mark.slow
 def test_pass_from_a_read_only_image_leaves_it_unchanged(reference_guest: Path, tmp_path: Path) -> None:
     before = sha256(reference_guest)
     out = tmp_path / "out"
