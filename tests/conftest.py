@@ -147,3 +147,33 @@ def _qemu_naming(needle: bytes) -> set[int]:
             if b"qemu-system" in cmdline and needle in cmdline:
                 pids.add(int(entry.name))
     return pids
+
+
+@pytest.fixture(scope="session")
+def guest_ports() -> tuple[int, int]:
+    """Free HTTP and UDP ports, baked into the session's reference guests (so runs never collide
+    with a harness on the default 18080/18081)."""
+    return free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+
+
+def _baked(ports: tuple[int, int]) -> tuple[str, ...]:
+    from tests.refguest import HTTP_PATH
+
+    return "--http-url", f"http://10.0.2.2:{ports[0]}{HTTP_PATH}", "--udp-port", str(ports[1])
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory: pytest.TempPathFactory, guest_ports: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """The reference guest, built with the session's ports baked in."""
+    from tests.refguest import build
+
+    return build(tmp_path_factory.mktemp("refguest") / "reference-guest.qcow2", *_baked(guest_ports))
+
+
+@pytest.fixture(scope="session")
+def guest_require_snd(tmp_path_factory: pytest.TempPathFactory, guest, guest_ports: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """A second build (the cache is warm by then) that requires the sound device."""
+    from tests.refguest import build
+
+    return build(tmp_path_factory.mktemp("refguest-snd") / "reference-guest-snd.qcow2", *_baked(guest_ports),
+                 "--require-snd")
