@@ -199,3 +199,12 @@ def test_a_harness_killed_outright_takes_qemu_with_it(make_guest, tmp_path: Path
     while time.monotonic() < deadline and Path(f"/proc/{qemu_pids[0]}").exists():
         time.sleep(0.05)
     assert not Path(f"/proc/{qemu_pids[0]}").exists()
+
+
+def test_log_format_json_makes_every_console_line_json(make_guest, run_harness: Run) -> None:
+    run = run_harness("--disk-image", make_guest(lines(*PASSING)), *TCG, "--log-format", "json")
+    assert run.returncode == 0
+    entries = [json.loads(line) for line in run.stderr.splitlines()]
+    assert entries and all({"time", "level", "name", "message"} <= set(entry) for entry in entries)
+    assert any(entry["message"] == "guest: AERO_VIRTIO_SELFTEST|RESULT|PASS" for entry in entries)
+    assert run.stdout.splitlines() == ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"]  # stdout stays the verdict
