@@ -63,10 +63,11 @@ def image(engine: "docker.DockerClient") -> "docker.models.images.Image":
 
 
 def in_image(engine: "docker.DockerClient", *argv: str, entrypoint: str | None = None) -> tuple[int, str]:
+    """Exit code and stdout of the image run with these arguments."""
     container = engine.containers.run(IMAGE, list(argv), entrypoint=entrypoint, detach=True, network_mode="none")
     try:
-        code = int(container.wait(timeout=120)["StatusCode"])
-        return code, container.logs(stdout=True, stderr=True).decode()
+        code = int(container.wait(timeout=600)["StatusCode"])
+        return code, container.logs(stdout=True, stderr=False).decode()
     finally:
         container.remove(force=True)
 
