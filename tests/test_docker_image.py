@@ -20,12 +20,14 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
+import docker.models.images
 import pytest
 
 import harness
 from harness import cli as harness_cli
 
-docker = pytest.importorskip("docker")
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +45,7 @@ def _missing(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator["docker.DockerClient"]:
+def engine() -> Iterator[docker.DockerClient]:
     try:
         client = docker.from_env(timeout=30)
         client.ping()
@@ -54,7 +56,7 @@ def engine() -> Iterator["docker.DockerClient"]:
 
 
 @pytest.fixture(scope="module")
-def image(engine: "docker.DockerClient") -> "docker.models.images.Image":
+def image(engine: docker.DockerClient) -> docker.models.images.Image:
     try:
         return engine.images.get(IMAGE)
     except docker.errors.ImageNotFound:
@@ -62,7 +64,7 @@ def image(engine: "docker.DockerClient") -> "docker.models.images.Image":
         raise
 
 
-def in_image(engine: "docker.DockerClient", *argv: str, entrypoint: str | None = None) -> tuple[int, str]:
+def in_image(engine: docker.DockerClient, *argv: str, entrypoint: str | None = None) -> tuple[int, str]:
     """Exit code and stdout of the image run with these arguments."""
     container = engine.containers.run(IMAGE, list(argv), entrypoint=entrypoint, detach=True, network_mode="none")
     try:
@@ -73,7 +75,7 @@ def in_image(engine: "docker.DockerClient", *argv: str, entrypoint: str | None =
 
 
 @pytest.fixture(scope="module")
-def reference_guest(engine: "docker.DockerClient", image: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference_guest(engine: docker.DockerClient, image: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The baked reference guest, copied to the host and made read-only."""
     code, listing = in_image(engine, "-c", f"test -s {GUEST_IN_IMAGE} && echo ok", entrypoint="sh")
     if code != 0:
@@ -102,7 +104,7 @@ def launcher(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
 
 # --- the image itself -------------------------------------------------------------------------
 
-def test_version_prints_harness_and_qemu(engine: "docker.DockerClient", image: object) -> None:
+def test_version_prints_harness_and_qemu(engine: docker.DockerClient, image: object) -> None:
     code, out = in_image(engine, "--version")
     assert code == 0, out
     lines = out.splitlines()
@@ -110,7 +112,7 @@ def test_version_prints_harness_and_qemu(engine: "docker.DockerClient", image: o
     assert re.fullmatch(r"QEMU \d+\.\d+\.\d+ \(Debian [^)]+\) at /usr/bin/qemu-system-x86_64", lines[1]), lines
 
 
-def test_labels_name_the_versions_and_revision(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+def test_labels_name_the_versions_and_revision(engine: docker.DockerClient, image: docker.models.images.Image) -> None:
     labels = image.labels
     assert labels["org.opencontainers.image.version"] == harness.__version__
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
@@ -119,7 +121,7 @@ def test_labels_name_the_versions_and_revision(engine: "docker.DockerClient", im
     assert f"(Debian {qemu})" in out  # the label is the QEMU that is really installed
 
 
-def test_runs_as_non_root_with_run_as_default(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+def test_runs_as_non_root_with_run_as_default(engine: docker.DockerClient, image: docker.models.images.Image) -> None:
     config = image.attrs["Config"]
     assert config["User"] == "harness"
     assert config["Entrypoint"] == ["aero-win7-harness"]
@@ -130,7 +132,7 @@ def test_runs_as_non_root_with_run_as_default(engine: "docker.DockerClient", ima
     assert code == 2 and out.strip().splitlines()[-1].startswith("FAIL: USAGE"), out  # `run` is the default
 
 
-def test_no_gui_packages_and_pinned_qemu(engine: "docker.DockerClient", image: "docker.models.images.Image") -> None:
+def test_no_gui_packages_and_pinned_qemu(engine: docker.DockerClient, image: docker.models.images.Image) -> None:
     code, out = in_image(engine, "-c", "dpkg-query -W -f '${Package}\\n'; qemu-system-x86_64 -device help",
                          entrypoint="sh")
     assert code == 0
@@ -138,7 +140,7 @@ def test_no_gui_packages_and_pinned_qemu(engine: "docker.DockerClient", image: "
     assert 'name "virtio-sound-pci"' in out and 'name "virtio-blk-pci"' in out and 'name "virtio-net-pci"' in out
 
 
-def test_size_goal(image: "docker.models.images.Image") -> None:
+def test_size_goal(image: docker.models.images.Image) -> None:
     size = int(image.attrs["Size"])
     assert size < SIZE_GOAL_BYTES, f"{IMAGE} is {size / 1e6:.0f} MB; the goal is under {SIZE_GOAL_BYTES / 1e6:.0f} MB"
 
@@ -146,7 +148,7 @@ def test_size_goal(image: "docker.models.images.Image") -> None:
 # --- guest runs ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_selfcheck_in_the_container(engine: "docker.DockerClient", reference_guest: Path) -> None:
+def test_selfcheck_in_the_container(engine: docker.DockerClient, reference_guest: Path) -> None:
     if "selfcheck" not in harness_cli.SUBCOMMANDS:
         pytest.skip("the harness has no `selfcheck` subcommand yet")
     code, out = in_image(engine, "selfcheck", "--accel", "tcg", "--out-dir", "/tmp/selfcheck")

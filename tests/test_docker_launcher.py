@@ -19,9 +19,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
+import docker.models.images
 import pytest
 
-docker = pytest.importorskip("docker")
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +60,7 @@ exit "$code"
 """
 
 
-def _engine_or_skip() -> "docker.DockerClient":
+def _engine_or_skip() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=10)
         client.ping()
@@ -71,14 +73,14 @@ def _engine_or_skip() -> "docker.DockerClient":
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator["docker.DockerClient"]:
+def engine() -> Iterator[docker.DockerClient]:
     client = _engine_or_skip()
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def fake_image(engine: "docker.DockerClient") -> str:
+def fake_image(engine: docker.DockerClient) -> str:
     try:
         engine.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
@@ -175,7 +177,7 @@ def test_exit_code_outside_the_contract_is_infra(fake_image: str, tmp_path: Path
     assert proc.stdout.splitlines()[-1].startswith("FAIL: INFRA: the container ended with exit code 42")
 
 
-def test_missing_image_in_engine_exits_2(engine: "docker.DockerClient", tmp_path: Path, disk: Path) -> None:
+def test_missing_image_in_engine_exits_2(engine: docker.DockerClient, tmp_path: Path, disk: Path) -> None:
     proc = launcher("--image", "aero-win7-harness-no-such:image", "--disk-image", str(disk),
                     "--out-dir", str(tmp_path / "out"), "--accel", "tcg")
     assert proc.returncode == 2
@@ -183,14 +185,14 @@ def test_missing_image_in_engine_exits_2(engine: "docker.DockerClient", tmp_path
         "FAIL: USAGE: image aero-win7-harness-no-such:image is not in the Docker engine (build it: make image)"]
 
 
-def test_no_container_is_left_behind(engine: "docker.DockerClient", fake_image: str, tmp_path: Path, disk: Path) -> None:
+def test_no_container_is_left_behind(engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
     before = {c.id for c in engine.containers.list(all=True, filters={"label": FAKE_LABEL})}
     launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(tmp_path / "o"))
     after = {c.id for c in engine.containers.list(all=True, filters={"label": FAKE_LABEL})}
     assert after <= before
 
 
-def test_ctrl_c_stops_and_removes_the_container(engine: "docker.DockerClient", fake_image: str,
+def test_ctrl_c_stops_and_removes_the_container(engine: docker.DockerClient, fake_image: str,
                                                tmp_path: Path, disk: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
                              "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep"],
@@ -208,4 +210,4 @@ def test_ctrl_c_stops_and_removes_the_container(engine: "docker.DockerClient", f
     assert proc.returncode == 130, err
     assert out.splitlines()[-1].startswith("FAIL: INTERRUPTED")
     with pytest.raises(docker.errors.NotFound):
-        engine.containers.get(running[0].id)
+        engine.containers.get(str(running[0].id))
