@@ -33,6 +33,7 @@ pytestmark = pytest.mark.docker
 
 IMAGE = os.environ.get("AERO_WIN7_IMAGE", "aero-win7-harness:latest")
 GUEST_IN_IMAGE = "/usr/share/aero-win7-harness/reference-guest.qcow2"
+REPO = Path(__file__).resolve().parent.parent
 SIZE_GOAL_BYTES = 300_000_000
 GUI_PACKAGES = re.compile(r"^(qemu-system-gui|qemu-system-modules-\S+|libgtk\S*|libsdl\S*|libspice\S*|"
                           r"libvirglrenderer\S*|libx11-6)$", re.MULTILINE)
@@ -57,6 +58,12 @@ def engine() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def image(engine: docker.DockerClient) -> docker.models.images.Image:
+    """The product image. In CI it is (re)built from this tree first (layers cached, so cheap when
+    .ci/run ran `make image` already); locally the image at hand is used."""
+    if os.environ.get("CI") == "true" and "AERO_WIN7_IMAGE" not in os.environ:
+        proc = subprocess.run([str(REPO / "container" / "build-image.sh")], capture_output=True, text=True,
+                              timeout=1800, check=False, env={**os.environ, "IMAGE": IMAGE.split(":")[0]})
+        assert proc.returncode == 0, f"make image failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     try:
         return engine.images.get(IMAGE)
     except docker.errors.ImageNotFound:
