@@ -99,7 +99,8 @@ def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM is handled like Ctrl-C: the container is interrupted, stopped and removed."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def launch(argv: list[str]) -> int:
@@ -142,8 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as err:
         print(err.verdict_line(), flush=True)
         return int(err.exit_code)
-    except KeyboardInterrupt:
-        print("FAIL: INTERRUPTED: stopped by SIGINT", flush=True)
+    except KeyboardInterrupt as stop:
+        print(f"FAIL: INTERRUPTED: stopped by {stop.args[0] if stop.args else 'SIGINT'}", flush=True)
         return int(ExitCode.INTERRUPTED)
 
 

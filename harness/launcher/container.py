@@ -170,9 +170,10 @@ class _Runner:
             try:
                 self.stream(container)
                 code = self.wait(container)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:
                 self.interrupt(container)
-                raise InterruptedRun("stopped by SIGINT; the container was stopped and removed") from None
+                by = stop.args[0] if stop.args else "SIGINT"
+                raise InterruptedRun(f"stopped by {by}; the container was stopped and removed") from None
         finally:
             self.remove()
         log.info("container %s exited with %d", self.spec.name, code,
