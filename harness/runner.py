@@ -115,9 +115,10 @@ class Session:
         started = time.monotonic()
         try:
             opts.out_dir.mkdir(parents=True, exist_ok=True)
+            handler = add_file_log(opts.out_dir / HARNESS_LOG)
         except OSError as err:
-            raise UsageError(f"cannot create --out-dir {opts.out_dir}: {err.strerror}") from err
-        handler = add_file_log(opts.out_dir / HARNESS_LOG)
+            raise UsageError(f"cannot write to --out-dir {opts.out_dir}: {err.strerror} "
+                             f"(uid {os.getuid()}; in Docker, run with --user \"$(id -u):$(id -g)\")") from err
         # The service and child-watcher threads could otherwise hold the GIL for CPython's default
         # 5 ms switch interval right when the RESULT line arrives; the verdict must follow in ~1 ms.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

@@ -46,3 +46,28 @@ def test_accel_auto_falls_back_to_tcg_with_one_warning(make_guest, run_harness: 
 def test_probe_reports_a_missing_device(tmp_path: Path) -> None:
     probe = probe_kvm(device=tmp_path / "kvm")
     assert not probe.usable and "does not exist" in probe.reason
+
+
+def test_the_probe_answer_is_remembered_per_boot_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.qemu.accel import KvmProbe, cache_file, cached_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls: list[int] = []
+
+    def compute() -> KvmProbe:
+        calls.append(1)
+        return KvmProbe(False, "slow nested KVM", 6.0)
+
+    first = cached_probe({"qemu": "a"}, compute)
+    second = cached_probe({"qemu": "a"}, compute)
+    assert len(calls) == 1 and not second.usable and second.reason == "slow nested KVM (cached for this boot)"
+    assert first.reason == "slow nested KVM"
+    assert cache_file() == tmp_path / "aero-win7-harness" / "kvm-probe.json"
+    cached_probe({"qemu": "b"}, compute)  # another QEMU: probed again
+    assert len(calls) == 2
+    monkeypatch.setenv("AERO_KVM_PROBE_CACHE", "0")
+    cached_probe({"qemu": "b"}, compute)
+    assert len(calls) == 3
+    cache_file().write_text("{not json")
+    monkeypatch.delenv("AERO_KVM_PROBE_CACHE")
+    assert cached_probe({"qemu": "b"}, compute).reason == "slow nested KVM"  # a broken cache is re-probed

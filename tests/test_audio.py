@@ -65,6 +65,11 @@ def test_a_header_left_incomplete_by_a_killed_qemu_is_still_read(tmp_path: Path)
     assert not stats.header_complete and stats.frames == 4410 and stats.peak > 7900
 
 
+def test_a_finished_capture_without_samples_is_complete_and_silent(tmp_path: Path) -> None:
+    stats = analyze(write_wav(tmp_path / "e.wav", []))
+    assert stats.header_complete and stats.frames == 0 and stats.peak == 0 and is_silent(stats, 200, 50)
+
+
 @pytest.mark.parametrize("content", [b"", b"RIFF\0\0\0\0WAVE", b"not a wav at all, just text"])
 def test_not_a_wav(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.wav"

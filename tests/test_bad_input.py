@@ -153,3 +153,38 @@ def test_a_taken_http_port_exits_6_naming_it(run_harness: Run, make_guest, tmp_p
     assert run.returncode == 6
     assert run.last_line == f"FAIL: INFRA: HTTP port {port} on 127.0.0.1 is already in use (another run, or pass a free port)"
     assert not (run.out_dir / "serial.log").exists()
+
+
+def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_path: Path) -> None:
+    """As root every folder is writable, so the run happens in a forked child that drops to nobody."""
+    from harness.options import RunOptions
+    from harness.runner import run
+
+    folder = Path(tempfile.mkdtemp(prefix="aero-outdir-"))
+    image = folder / "guest.img"
+    image.write_bytes(make_guest(lines(*PASSING)).read_bytes())
+    out = folder / "locked"
+    out.mkdir(mode=0o555)
+    folder.chmod(0o755)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on, only os._exit
+        os.close(read_end)
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            run(RunOptions(disk_image=image, out_dir=out, accel="tcg"))
+            message = "no error"
+        except UsageError as err:
+            message = err.verdict_line()
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the test
+            message = f"unexpected {err!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        message = stream.read().decode()
+    shutil.rmtree(folder)
+    assert message.startswith(f"FAIL: USAGE: cannot write to --out-dir {out}: Permission denied"), message

@@ -8,6 +8,7 @@ TCG (no KVM is passed unless the machine really has it), through the host-side l
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import os
 import re
@@ -26,7 +27,9 @@ import docker.models.images
 import pytest
 
 import harness
-from harness import cli as harness_cli
+from harness.launcher import kvm
+from harness.qemu.accel import probe_kvm
+from harness.qemu.bootsector import build_image
 
 
 pytestmark = pytest.mark.docker
@@ -156,8 +159,6 @@ def test_size_goal(image: docker.models.images.Image) -> None:
 
 @pytest.mark.slow
 def test_selfcheck_in_the_container(engine: docker.DockerClient, reference_guest: Path) -> None:
-    if "selfcheck" not in harness_cli.SUBCOMMANDS:
-        pytest.skip("the harness has no `selfcheck` subcommand yet")
     code, out = in_image(engine, "selfcheck", "--accel", "tcg", "--out-dir", "/tmp/selfcheck")
     assert code == 0, out
     assert out.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
@@ -165,8 +166,6 @@ def test_selfcheck_in_the_container(engine: docker.DockerClient, reference_guest
 
 @pytest.mark.slow
 def test_launcher_selfcheck(image: object, tmp_path: Path) -> None:
-    if "selfcheck" not in harness_cli.SUBCOMMANDS:
-        pytest.skip("the harness has no `selfcheck` subcommand yet")
     out = tmp_path / "selfcheck"
     proc = launcher("selfcheck", "--out-dir", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -216,3 +215,33 @@ def test_sound_in_the_container_leaves_a_wav_on_the_host(reference_guest: Path, 
     wav_path = out / "virtio-snd.wav"
     assert wav_path.stat().st_uid == os.getuid()
     _assert_complete_nonsilent_wav(wav_path)
+
+
+@pytest.mark.slow
+def test_a_guest_that_passes_but_plays_nothing_is_audio_silent(image: object, tmp_path: Path) -> None:
+    """A real QEMU 10 capture with nothing in it: the guest reports PASS for every test, sound
+    included, but never drives the sound device, so the WAV holds no sound (exit 4)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    records = ("START|version=1", "TEST|virtio-blk|PASS", "TEST|virtio-net|PASS", "TEST|virtio-snd|PASS",
+               "RESULT|PASS")
+    disk = images / "quiet.img"
+    disk.write_bytes(build_image(b"".join(f"AERO_VIRTIO_SELFTEST|{r}\r\n".encode() for r in records)))
+    out = tmp_path / "out"
+    proc = launcher("--disk-image", str(disk), "--out-dir", str(out), "--timeout-seconds", "120", "--accel", "tcg",
+                    "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
+    assert proc.returncode == 4, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("FAIL: AUDIO_SILENT: guest passed but the capture is silent")
+    results = json.loads((out / "results.json").read_text())
+    assert results["audio"]["header_complete"] is True and results["audio"]["peak"] == 0
+
+
+def test_the_kvm_probe_runs_inside_the_image(engine: docker.DockerClient, image: object) -> None:
+    """On a host without QEMU the launcher asks the image's QEMU whether KVM really runs guests;
+    its answer must agree with the host's own probe (same kernel, same device)."""
+    if not Path("/dev/kvm").exists():
+        _missing("this host has no /dev/kvm to probe")
+    usable, reason = kvm.image_prober(engine, IMAGE)(Path("/dev/kvm"))
+    host = probe_kvm()
+    assert usable is host.usable, (reason, host.reason)
+    assert reason.startswith("in the image: ")

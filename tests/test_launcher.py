@@ -126,14 +126,25 @@ def test_kvm_demanded_passes_the_device_and_its_group(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("usable", [True, False])
-def test_kvm_auto_follows_the_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, usable: bool) -> None:
-    accel = pytest.importorskip("harness.qemu.accel")
+def test_kvm_auto_follows_the_host_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, usable: bool) -> None:
     device = tmp_path / "kvm"
     device.touch()
-    monkeypatch.setattr(accel, "kvm_usable", lambda *a, **k: (usable, "probe said so"))
-    decision = kvm.decide("auto", device)
+    monkeypatch.setattr(kvm, "kvm_usable", lambda *a, **k: (usable, "probe said so"))
+    decision = kvm.decide("auto", device, probe_in_image=lambda d: (not usable, "the image is not asked"))
     assert decision.enabled is usable
     assert decision.reason == "probe said so"
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_kvm_auto_without_a_host_qemu_asks_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     usable: bool) -> None:
+    device = tmp_path / "kvm"
+    device.touch()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-x86_64 on this host
+    asked: list[Path] = []
+    decision = kvm.decide("auto", device, probe_in_image=lambda d: (asked.append(d), (usable, "image said so"))[1])
+    assert asked == [device]
+    assert (decision.enabled, decision.reason) == (usable, "image said so")
 
 
 # --- retry policy -----------------------------------------------------------------------------

@@ -110,21 +110,21 @@ def launch(argv: list[str]) -> int:
     plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
     file_log = add_file_log(mounts.default_out_dir(args.out_dir) / LAUNCHER_LOG)
     try:
-        passthrough = kvm.decide(args.accel)
-        kvm.log_decision(passthrough)
-        spec = ContainerSpec(
-            image=args.image,
-            command=[subcommand, *harness_argv(parser, args, paths)],
-            user=f"{os.getuid()}:{os.getgid()}",
-            volumes=plan.volumes(),
-            devices=passthrough.devices,
-            group_add=passthrough.group_add,
-            network_mode=args.network,
-            environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
-        )
         policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
         client = connect(policy, args.engine_timeout)
         try:
+            passthrough = kvm.decide(args.accel, probe_in_image=kvm.image_prober(client, args.image))
+            kvm.log_decision(passthrough)
+            spec = ContainerSpec(
+                image=args.image,
+                command=[subcommand, *harness_argv(parser, args, paths)],
+                user=f"{os.getuid()}:{os.getgid()}",
+                volumes=plan.volumes(),
+                devices=passthrough.devices,
+                group_add=passthrough.group_add,
+                network_mode=args.network,
+                environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
+            )
             return run_container(client, spec, policy)
         finally:
             client.close()

@@ -10,11 +10,15 @@ when the token arrives before a short deadline.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +30,8 @@ KVM_DEVICE = Path("/dev/kvm")
 PROBE_TOKEN = b"AERO-KVM-PROBE-OK"
 PROBE_SPIN = 20_000_000  # ~10-20 ms under real KVM; ~0.1 s under TCG; ~30 s on an emulating KVM
 PROBE_DEADLINE_S = 6.0
+PROBE_VERSION = 1  # bump when the probe changes, so cached answers are not reused
+CACHE_ENV = "AERO_KVM_PROBE_CACHE"
 
 Accel = Literal["kvm", "tcg"]
 log = get_logger("accel")
@@ -47,13 +53,65 @@ def _probe_argv(qemu: str, image: Path) -> list[str]:
     ]
 
 
+def boot_id() -> str:
+    """Changes with every boot of the host: whether KVM works cannot change within one."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "aero-win7-harness", "kvm-probe.json")
+
+
+def cached_probe(key: dict[str, str], compute: Callable[[], KvmProbe]) -> KvmProbe:
+    """``compute()``, remembered on disk for this boot and ``key``: a probe on a nested host costs
+    seconds, and its answer only changes with a reboot or another QEMU. Set AERO_KVM_PROBE_CACHE=0
+    to probe every time."""
+    if os.environ.get(CACHE_ENV, "1") == "0":
+        return compute()
+    key = {**key, "boot_id": boot_id(), "probe": str(PROBE_VERSION)}
+    path = cache_file()
+    try:
+        entry = json.loads(path.read_text())
+        if entry.get("key") == key:
+            return KvmProbe(bool(entry["usable"]), str(entry["reason"]) + " (cached for this boot)",
+                            float(entry.get("seconds", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no cache yet, or an unreadable one: probe
+    probe = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "usable": probe.usable, "reason": probe.reason,
+                                    "seconds": round(probe.seconds, 3)}))
+    except OSError as err:
+        log.debug("KVM probe result not cached: %s", err)
+    return probe
+
+
+def _binary_key(qemu: str, device: Path) -> dict[str, str]:
+    found = shutil.which(qemu) or qemu
+    try:
+        st = os.stat(found)
+        identity = f"{os.path.realpath(found)}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        identity = found
+    return {"qemu": identity, "device": str(device)}
+
+
 @functools.cache
 def probe_kvm(qemu: str = "qemu-system-x86_64", device: Path = KVM_DEVICE) -> KvmProbe:
-    """Boot the probe guest under KVM; cached for the life of the process."""
+    """Boot the probe guest under KVM; remembered for the process and, on disk, for this boot."""
     if not device.exists():
         return KvmProbe(False, f"{device} does not exist")
     if not os.access(device, os.R_OK | os.W_OK):
         return KvmProbe(False, f"{device} is not readable and writable by this user")
+    return cached_probe(_binary_key(qemu, device), lambda: _boot_probe_guest(qemu))
+
+
+def _boot_probe_guest(qemu: str) -> KvmProbe:
     with tempfile.TemporaryDirectory(prefix="aero-kvm-probe-") as tmp:
         image = Path(tmp, "probe.img")
         image.write_bytes(build_image(PROBE_TOKEN + b"\r\n", Ending.POWEROFF, spin=PROBE_SPIN))
@@ -91,3 +149,14 @@ def choose_accel(requested: Literal["auto", "kvm", "tcg"], qemu: str) -> Accel:
         raise InfraError(f"--accel kvm was asked for but KVM cannot run guests here: {probe.reason}")
     log.warning("KVM unusable (%s); using TCG, which is much slower", probe.reason)
     return "tcg"
+
+
+def main() -> int:
+    """``python -m harness.qemu.accel``: the probe's answer as one JSON line (the Docker launcher
+    runs it inside the image, with the device passed, when the host has no QEMU of its own)."""
+    print(json.dumps(asdict(probe_kvm())), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
