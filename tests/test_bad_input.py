@@ -22,6 +22,31 @@ pytestmark = pytest.mark.usefixtures("qemu", "no_stray_qemu")
 Run = Callable[..., HarnessRun]
 
 
+def as_nobody(action: Callable[[], object]) -> str:
+    """Run ``action`` in a forked child as the unprivileged user nobody (root reads and writes
+    everything); returns the USAGE line it raised, or what else happened."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no pytest machinery from here on, only os._exit
+        os.close(read_end)
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            action()
+            message = "no error"
+        except UsageError as err:
+            message = err.verdict_line()
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the test
+            message = f"unexpected {err!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as stream:
+        return stream.read().decode()
+
+
 def assert_usage(run: HarnessRun, needle: str) -> None:
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stdout.strip().splitlines() == [run.last_line]  # one line on stdout, nothing else
@@ -65,26 +90,7 @@ def test_an_unreadable_image_as_an_unprivileged_user(make_guest, blocked: str) -
     if blocked == "file":
         folder.chmod(0o755)
     qemu_img = qemu_img_for(probe_qemu().path)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery from here on, only os._exit
-        os.close(read_end)
-        try:
-            if os.getuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            validate_image(image, qemu_img)
-            message = "no error"
-        except UsageError as err:
-            message = err.verdict_line()
-        except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the test
-            message = f"unexpected {err!r}"
-        os.write(write_end, message.encode())
-        os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as stream:
-        message = stream.read().decode()
+    message = as_nobody(lambda: validate_image(image, qemu_img))
     shutil.rmtree(folder)
     expected = "is not readable" if blocked == "file" else "cannot be reached"
     assert message.startswith(f"FAIL: USAGE: disk image {expected}: {image}: Permission denied"), message
@@ -166,25 +172,6 @@ def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_pat
     out = folder / "locked"
     out.mkdir(mode=0o555)
     folder.chmod(0o755)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery from here on, only os._exit
-        os.close(read_end)
-        try:
-            if os.getuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            run(RunOptions(disk_image=image, out_dir=out, accel="tcg"))
-            message = "no error"
-        except UsageError as err:
-            message = err.verdict_line()
-        except Exception as err:  # noqa: BLE001 - reported to the parent, which fails the test
-            message = f"unexpected {err!r}"
-        os.write(write_end, message.encode())
-        os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as stream:
-        message = stream.read().decode()
+    message = as_nobody(lambda: run(RunOptions(disk_image=image, out_dir=out, accel="tcg")))
     shutil.rmtree(folder)
     assert message.startswith(f"FAIL: USAGE: cannot write to --out-dir {out}: Permission denied"), message
