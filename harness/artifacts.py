@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +69,18 @@ def write_results(run: RunRecord, out_dir: Path) -> Path:
     return path
 
 
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """Guest text may hold control bytes that XML 1.0 cannot carry: they become U+FFFD."""
+    return _XML_UNSAFE.sub("\ufffd", text)
+
+
 def _case_for_test(name: str, run: RunRecord) -> TestCase:
     outcome = run.report.tests[name]
-    case = TestCase(name, classname=SUITE_NAME)
-    detail = outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items())
+    case = TestCase(xml_safe(name), classname=SUITE_NAME)
+    detail = xml_safe(outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items()))
     required = name in run.required
     if outcome.status is Status.FAIL:
         case.result = [Failure(f"{name} FAIL{': ' + detail if detail else ''}", "TEST_FAILED")]
@@ -82,8 +91,8 @@ def _case_for_test(name: str, run: RunRecord) -> TestCase:
             case.result = [Skipped(detail or "skipped by the guest")]
     elif not outcome.status.is_final:
         case.result = [Failure(f"no final status (last: {outcome.status.value})", "MISSING_TEST_MARKER")]
-    case.system_out = "\n".join([f"status={outcome.status.value}", *(f"{k}={v}" for k, v in outcome.fields.items()),
-                                 *outcome.notes])
+    case.system_out = xml_safe("\n".join([f"status={outcome.status.value}",
+                                           *(f"{k}={v}" for k, v in outcome.fields.items()), *outcome.notes]))
     return case
 
 
@@ -99,8 +108,8 @@ def junit_document(run: RunRecord) -> JUnitXml:
     overall = TestCase("overall", classname=SUITE_NAME, time=round(run.duration_s, 3))
     if not run.verdict.passed:
         kind = Failure if run.verdict.exit_code == 1 or run.verdict.token == "AUDIO_SILENT" else Error
-        overall.result = [kind(run.verdict.line(), run.verdict.token)]
-    overall.system_out = run.verdict.line()
+        overall.result = [kind(xml_safe(run.verdict.line()), run.verdict.token)]
+    overall.system_out = xml_safe(run.verdict.line())
     suite.add_testcase(overall)
     xml = JUnitXml()
     xml.add_testsuite(suite)

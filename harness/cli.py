@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(args_list)
         if args.command is None:
-            parser.print_help()
+            parser.print_help(sys.stderr)
+            print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)
             return ExitCode.USAGE
         return int(_load(args.command).execute(args))
     except HarnessError as err:

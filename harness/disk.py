@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from harness.errors import InfraError, UsageError
-from harness.qemu.binary import image_info
+from harness.qemu.binary import image_chain
 
 OVERLAY_NAME = "disk-overlay.qcow2"
 _MBR_SIGNATURE = b"\x55\xaa"
@@ -32,6 +32,7 @@ class DiskImage:
     path: Path  # absolute
     format: str  # as qemu-img detected it
     virtual_size: int
+    chain: tuple[Path, ...] = ()  # the image and its backing files, resolved
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ def validate_image(path: Path, qemu_img: str) -> DiskImage:
             head = stream.read(512)
     except OSError as err:
         raise UsageError(f"disk image is not readable: {path}: {err.strerror}") from err
-    info = image_info(qemu_img, path)
+    chain = image_chain(qemu_img, path.absolute())
+    info = chain[0]
     fmt = str(info.get("format", ""))
     size = int(info.get("virtual-size", 0))
     if fmt == "raw" and (len(head) < 512 or head[510:512] != _MBR_SIGNATURE):
@@ -69,7 +71,8 @@ def validate_image(path: Path, qemu_img: str) -> DiskImage:
         raise UsageError(f"not a bootable disk image (raw, no MBR boot signature): {path}")
     if size <= 0:
         raise UsageError(f"disk image has no content (virtual size 0): {path}")
-    return DiskImage(path=path.resolve(), format=fmt, virtual_size=size)
+    files = tuple(Path(str(link["filename"])).resolve() for link in chain if link.get("filename"))
+    return DiskImage(path=path.resolve(), format=fmt, virtual_size=size, chain=files)
 
 
 def plan_guest_disk(image: DiskImage, out_dir: Path, *, snapshot: bool, write_to_image: bool) -> GuestDisk:
@@ -82,7 +85,12 @@ def plan_guest_disk(image: DiskImage, out_dir: Path, *, snapshot: bool, write_to
         return GuestDisk(image.path, image.format, snapshot=False, mode=WriteMode.IN_PLACE)
     if snapshot:
         return GuestDisk(image.path, image.format, snapshot=True, mode=WriteMode.SNAPSHOT)
-    return GuestDisk((out_dir / OVERLAY_NAME).resolve(), "qcow2", snapshot=False, mode=WriteMode.OVERLAY)
+    overlay = (out_dir / OVERLAY_NAME).resolve()
+    if overlay == image.path or overlay in image.chain:
+        # Replacing the overlay would delete the user's image (e.g. inspecting an earlier run's overlay).
+        raise UsageError(f"the disk image is {overlay} (or backs it), which this run would replace with its "
+                         "own overlay: pass another --out-dir, or --snapshot")
+    return GuestDisk(overlay, "qcow2", snapshot=False, mode=WriteMode.OVERLAY)
 
 
 def create_overlay(qemu_img: str, image: DiskImage, disk: GuestDisk) -> None:

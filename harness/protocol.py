@@ -14,6 +14,7 @@ from enum import Enum
 PREFIX = b"AERO_VIRTIO_SELFTEST|"
 MAX_RECORD_BYTES = 16 * 1024  # a record longer than this is not a record
 MAX_PENDING_BYTES = 64 * 1024  # an unfinished line is trimmed once it grows past this
+_TRAILING_NOISE = "".join(map(chr, range(0x21))) + "\x7f"  # CR, spaces, NULs and other control bytes
 
 
 class Kind(str, Enum):
@@ -72,7 +73,7 @@ def parse_line(line: bytes) -> Record | None:
     start = line.rfind(PREFIX)
     if start < 0:
         return None
-    text = line[start:].decode("utf-8", errors="replace").rstrip("\r\n\t ")
+    text = line[start:].decode("utf-8", errors="replace").rstrip(_TRAILING_NOISE)
     pieces = text.split("|")
     if len(pieces) < 2 or not pieces[1]:
         return None

@@ -17,7 +17,7 @@ from typing import Any
 from harness.artifacts import RunRecord, write_junit, write_results
 from harness.audio import WavError, analyze, is_silent
 from harness.disk import DiskImage, GuestDisk, create_overlay, plan_guest_disk, validate_image
-from harness.errors import ExitCode, HarnessError, InfraError, UsageError
+from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, remove_handler, setup_console
 from harness.options import RunOptions, options_from_args
 from harness.protocol import Record
@@ -37,6 +37,7 @@ HTTP_LOG = "http.log"
 SCREENSHOT = "screenshot.png"
 SERIAL_DRAIN_S = 2.0
 GIL_SWITCH_INTERVAL_S = 0.0005
+RUNTIME_PREFIX = "aero-win7-harness-"
 log = get_logger("run")
 
 
@@ -49,15 +50,15 @@ class Prepared:
     image: DiskImage
     disk: GuestDisk
     required: tuple[str, ...]
-    runtime_dir: Path  # short path for the Unix sockets (they are limited to 108 bytes)
 
-    def spec(self, opts: RunOptions, accel: str) -> QemuSpec:
+    def spec(self, opts: RunOptions, accel: str, runtime_dir: Path) -> QemuSpec:
+        """``runtime_dir``: a short private folder for the Unix sockets (limited to 108 bytes)."""
         sound = None
         if opts.enable_snd:
             sound = SoundSpec(opts.snd_backend, _absolute(opts.wav_capture_path))
         return QemuSpec(
             qemu=self.qemu.path, accel=accel, memory_mb=opts.memory_mb, smp=opts.smp,  # type: ignore[arg-type]
-            disk=self.disk, serial_socket=self.runtime_dir / "com1.sock", qmp_socket=self.runtime_dir / "qmp.sock",
+            disk=self.disk, serial_socket=runtime_dir / "com1.sock", qmp_socket=runtime_dir / "qmp.sock",
             sound=sound, extra=opts.qemu_extra)
 
 
@@ -78,8 +79,7 @@ def prepare(opts: RunOptions) -> Prepared:
         raise UsageError(f"--out-dir is not a directory: {opts.out_dir}")
     disk = plan_guest_disk(image, opts.out_dir.absolute(), snapshot=opts.snapshot,
                            write_to_image=opts.write_to_image)
-    runtime_dir = Path(tempfile.gettempdir(), f"aero-win7-harness-{os.getpid()}")
-    return Prepared(qemu, qemu_img, image, disk, required_tests(opts.enable_snd), runtime_dir)
+    return Prepared(qemu, qemu_img, image, disk, required_tests(opts.enable_snd))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -94,7 +94,8 @@ def run(opts: RunOptions) -> int:
         accel = opts.accel if opts.accel != "auto" else "auto"
         if accel == "auto":
             log.info("--dry-run with --accel auto: KVM is not probed; the command lists QEMU's own fallback")
-        print(render(build_argv(prepared.spec(opts, accel))), flush=True)
+        placeholder = Path(tempfile.gettempdir(), f"{RUNTIME_PREFIX}XXXXXXXX")  # made fresh by a real run
+        print(render(build_argv(prepared.spec(opts, accel, placeholder))), flush=True)
         return int(ExitCode.PASS)
     return asyncio.run(Session(opts, prepared).execute())
 
@@ -109,6 +110,7 @@ class Session:
     extra: dict[str, Any] = field(default_factory=dict)
     result_received: float | None = None
     verdict_printed: float | None = None
+    printed: Verdict | None = None
 
     async def execute(self) -> int:
         opts = self.opts
@@ -122,6 +124,10 @@ class Session:
         # The service and child-watcher threads could otherwise hold the GIL for CPython's default
         # 5 ms switch interval right when the RESULT line arrives; the verdict must follow in ~1 ms.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        # From here to the end, SIGINT/SIGTERM only ask the run to stop: QEMU is always shut down
+        # and the reports written, whatever phase the signal lands in.
+        self._interrupted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        restore = _install_signal_handlers(self._interrupted)
         try:
             try:
                 verdict = await self._run()
@@ -130,30 +136,41 @@ class Session:
             except Exception as err:  # noqa: BLE001 - reported as one INFRA line; the traceback goes to harness.log
                 log.exception("internal error")
                 verdict = Verdict("INFRA", ExitCode.INFRA, f"internal error: {type(err).__name__}: {err}")
+            if self.printed is not None and verdict != self.printed:
+                log.error("after the verdict was printed: %s", verdict.line())
+                verdict = self.printed  # what stdout said is what the exit code says
             self._print(verdict)
             self._write_reports(verdict, time.monotonic() - started)
             log.info("verdict", extra={"token": verdict.token, "exit_code": int(verdict.exit_code)})
             return int(verdict.exit_code)
         finally:
+            restore()
             remove_handler(handler)
+
+    async def _stop_if_interrupted(self) -> None:
+        await asyncio.sleep(0)  # let a signal that came during blocking work reach its handler
+        if self._interrupted.done():
+            raise InterruptedRun(f"stopped by {self._interrupted.result()} before QEMU started")
 
     async def _run(self) -> Verdict:
         opts, prepared = self.opts, self.prepared
         self.accel = choose_accel(opts.accel, prepared.qemu.path)
+        await self._stop_if_interrupted()
         create_overlay(prepared.qemu_img, prepared.image, prepared.disk)
         self.extra["disk"] = {"image": str(prepared.image.path), "format": prepared.image.format,
                               "mode": prepared.disk.mode.value, "opened": str(prepared.disk.file)}
         wav = opts.wav_capture_path
         if wav is not None:
             wav.unlink(missing_ok=True)  # a stale capture must not pass for this run's
-        self.argv = build_argv(prepared.spec(opts, self.accel))
-        log.info("QEMU command: %s", render(self.argv))
-        with guest_services(opts.http_port, opts.http_path, opts.udp_port, opts.out_dir / HTTP_LOG):
-            prepared.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-            try:
-                verdict = await self._boot_and_watch()
-            finally:
-                shutil.rmtree(prepared.runtime_dir, ignore_errors=True)
+        runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))  # private (0700), unpredictable
+        try:
+            self.argv = build_argv(prepared.spec(opts, self.accel, runtime_dir))
+            log.info("QEMU command: %s", render(self.argv))
+            with guest_services(opts.http_port, opts.http_path, opts.udp_port, opts.out_dir / HTTP_LOG):
+                await self._stop_if_interrupted()
+                verdict = await self._boot_and_watch(runtime_dir)
+        finally:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
         if wav is not None and verdict.passed:
             verdict = self._check_audio(wav)
         return verdict
@@ -166,17 +183,15 @@ class Session:
                 self.result_received = received
                 self._result_event.set()
 
-    async def _boot_and_watch(self) -> Verdict:
+    async def _boot_and_watch(self, runtime_dir: Path) -> Verdict:
         opts = self.opts
         self._result_event = asyncio.Event()
-        interrupted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        serial = SerialCapture(self.prepared.runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
+        serial = SerialCapture(runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
                                follow=opts.follow_serial)
         await serial.start()
         stderr_path = opts.out_dir / QEMU_STDERR_LOG
         stderr_path.unlink(missing_ok=True)
-        machine = QemuMachine(self.argv, self.prepared.runtime_dir / "qmp.sock", stderr_path)
-        restore = _install_signal_handlers(interrupted)
+        machine = QemuMachine(self.argv, runtime_dir / "qmp.sock", stderr_path)
         try:
             try:
                 await machine.start()
@@ -185,7 +200,7 @@ class Session:
                     raise InfraError(f"QEMU did not open its QMP connection: {tail_of(stderr_path)}") from early
                 return qemu_exited_verdict(self.report, early.returncode, tail_of(stderr_path))
             self.extra["qemu_pid"] = machine.proc.pid if machine.proc else None
-            verdict = await self._await_outcome(machine, serial, interrupted, stderr_path)
+            verdict = await self._await_outcome(machine, serial, self._interrupted, stderr_path)
             serial.stop_following()
             if not verdict.passed and verdict.exit_code != ExitCode.INTERRUPTED and machine.running:
                 shot = opts.out_dir / SCREENSHOT
@@ -195,7 +210,6 @@ class Session:
                 self._print(verdict)  # as soon as it is known; nothing below can change it
             return verdict
         finally:
-            restore()
             await machine.shutdown()
             await serial.close()
             self.extra["serial_bytes"] = serial.bytes_received
@@ -238,9 +252,10 @@ class Session:
         return Verdict("PASS", ExitCode.PASS, "AERO_VIRTIO_SELFTEST|RESULT|PASS")
 
     def _print(self, verdict: Verdict) -> None:
-        if self.verdict_printed is None:
+        if self.printed is None:
             print(verdict.line(), flush=True)
             self.verdict_printed = time.monotonic()
+            self.printed = verdict
 
     def _write_reports(self, verdict: Verdict, duration: float) -> None:
         if self.result_received is not None and self.verdict_printed is not None:
@@ -249,11 +264,11 @@ class Session:
         record = RunRecord(verdict=verdict, report=self.report, required=self.prepared.required, accel=self.accel,
                            qemu_version=self.prepared.qemu.version_text, qemu_argv=self.argv, duration_s=duration,
                            extra=self.extra)
-        try:
-            write_results(record, self.opts.out_dir)
-            write_junit(record, self.opts.out_dir)
-        except OSError as err:
-            log.error("could not write the reports to %s: %s", self.opts.out_dir, err)
+        for write in (write_results, write_junit):
+            try:
+                write(record, self.opts.out_dir)
+            except Exception:  # noqa: BLE001 - a report that cannot be written must not change the verdict
+                log.exception("could not write a report (%s) to %s", write.__name__, self.opts.out_dir)
 
 
 def _install_signal_handlers(interrupted: asyncio.Future[str]) -> Any:

@@ -54,6 +54,8 @@ class RequestLog:
     def write(self, text: str) -> None:
         stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with self._lock:
+            if self._stream.closed:  # a handler thread finishing after the run ended
+                return
             self._stream.write(f"{stamp} {text}\n")
             self._stream.flush()
 
@@ -148,6 +150,10 @@ class SelftestHandler(BaseHTTPRequestHandler):
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # TIME_WAIT from a previous run must not block the port
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Typically the guest's connection dying with QEMU mid-transfer: worth a log line, not a traceback.
+        log.debug("HTTP request from %s ended in an error", client_address, exc_info=True)
 
     def __init__(self, port: int, http_path: str, request_log: RequestLog) -> None:
         self.small_path = http_path

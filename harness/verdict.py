@@ -78,7 +78,7 @@ class Verdict:
     def line(self) -> str:
         if self.passed:
             return "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
-        return f"FAIL: {self.token}: {self.detail}"
+        return f"FAIL: {self.token}: {' '.join(self.detail.split())}"  # one line, whatever the guest sent
 
 
 PASS = Verdict("PASS", ExitCode.PASS, "AERO_VIRTIO_SELFTEST|RESULT|PASS")

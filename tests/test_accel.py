@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,10 @@ def test_the_probe_answer_is_remembered_per_boot_and_key(tmp_path: Path, monkeyp
     monkeypatch.setenv("AERO_KVM_PROBE_CACHE", "0")
     cached_probe({"qemu": "b"}, compute)
     assert len(calls) == 3
+    entry = json.loads(cache_file().read_text())
+    entry["at"] -= 3601  # an hour-old "no" is asked again
+    cache_file().write_text(json.dumps(entry))
+    assert cached_probe({"qemu": "b"}, compute).reason == "slow nested KVM" and len(calls) == 4
     cache_file().write_text("{not json")
     monkeypatch.delenv("AERO_KVM_PROBE_CACHE")
     assert cached_probe({"qemu": "b"}, compute).reason == "slow nested KVM"  # a broken cache is re-probed

@@ -54,3 +54,11 @@ def test_junit_has_one_case_per_marker_plus_overall(tmp_path: Path) -> None:
     overall = cases["overall"].result[0]
     assert overall.type == "TEST_FAILED" and overall.message.startswith("FAIL: TEST_FAILED: virtio-net FAIL")
     assert suite.tests == 5 and suite.failures == 3 and suite.skipped == 1
+
+
+def test_control_bytes_from_the_guest_do_not_break_the_junit_file(tmp_path: Path) -> None:
+    run = record_for("TEST|virtio-blk|PASS|note=a\x01b\x1b[0m", "TEST|virtio-net|FAIL|err=\x08x", "RESULT|FAIL")
+    xml = JUnitXml.fromfile(str(write_junit(run, tmp_path)))
+    cases = {case.name: case for case in next(iter(xml))}
+    assert "note=a\ufffdb\ufffd[0m" in (cases["virtio-blk"].system_out or "")
+    assert cases["virtio-net"].result[0].message == "virtio-net FAIL: err=\ufffdx"

@@ -16,7 +16,7 @@ import pytest
 from harness.disk import validate_image
 from harness.errors import UsageError
 from harness.qemu.binary import probe_qemu, qemu_img_for
-from tests.conftest import PASSING, HarnessRun, lines
+from tests.conftest import PASSING, HarnessRun, harness_argv, lines
 
 pytestmark = pytest.mark.usefixtures("qemu", "no_stray_qemu")
 Run = Callable[..., HarnessRun]
@@ -175,3 +175,23 @@ def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_pat
     message = as_nobody(lambda: run(RunOptions(disk_image=image, out_dir=out, accel="tcg")))
     shutil.rmtree(folder)
     assert message.startswith(f"FAIL: USAGE: cannot write to --out-dir {out}: Permission denied"), message
+
+
+def test_an_earlier_runs_overlay_as_the_image_is_refused_not_deleted(run_harness: Run, make_guest,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_harness("--disk-image", make_guest(lines(*PASSING)), "--accel", "tcg", out_dir=out)
+    assert first.returncode == 0
+    overlay = out / "disk-overlay.qcow2"
+    before = overlay.read_bytes()
+    again = run_harness("--disk-image", overlay, "--accel", "tcg", out_dir=out)
+    assert again.returncode == 2 and again.stdout.splitlines() == [again.last_line]
+    assert "which this run would replace with its own overlay" in again.last_line
+    assert overlay.read_bytes() == before
+
+
+def test_no_arguments_at_all(tmp_path: Path) -> None:
+    proc = subprocess.run(harness_argv(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == ["FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand"]
+    assert "usage:" in proc.stderr

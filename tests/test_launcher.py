@@ -54,8 +54,7 @@ def test_run_flags_are_passed_with_container_paths(disk: Path, tmp_path: Path) -
     assert argv[-3:] == ["--", "-smp", "1"]
     assert "--image" not in argv and "--engine-attempts" not in argv  # launcher options stay outside
     assert "--memory-mb" not in argv  # defaults are not repeated
-    assert plan.volumes() == {str(disk.parent): {"bind": "/images", "mode": "ro"},
-                              str(out.resolve()): {"bind": "/out", "mode": "rw"}}
+    assert plan.volumes() == [f"{disk.parent}:/images:ro", f"{out.resolve()}:/out:rw"]
 
 
 def test_output_files_map_into_out_or_get_their_own_mount(disk: Path, tmp_path: Path) -> None:
@@ -66,7 +65,39 @@ def test_output_files_map_into_out_or_get_their_own_mount(disk: Path, tmp_path: 
     plan, paths = mounts.plan_run(args)
     assert paths["virtio_snd_wav_path"] == PurePosixPath("/out/a/snd.wav")
     assert paths["serial_log"] == PurePosixPath("/outputs/0/com1.log")
-    assert plan.volumes()[str(elsewhere.parent)] == {"bind": "/outputs/0", "mode": "rw"}
+    assert f"{elsewhere.parent}:/outputs/0:rw" in plan.volumes()
+
+
+def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) -> None:
+    """The old harness's own example: the image and the serial log side by side in one folder."""
+    disk = tmp_path / "win7.qcow2"
+    disk.write_bytes(b"QFI\xfb")
+    _, args = _parse(["--disk-image", str(disk), "--out-dir", str(tmp_path), "--serial-log",
+                      str(tmp_path / "win7-serial.log")])
+    plan, paths = mounts.plan_run(args)
+    assert plan.volumes() == [f"{tmp_path}:/images:ro", f"{tmp_path}:/out:rw"]
+    assert (paths["disk_image"], paths["serial_log"]) == (PurePosixPath("/images/win7.qcow2"),
+                                                         PurePosixPath("/out/win7-serial.log"))
+
+
+def test_a_flag_value_is_never_taken_for_the_subcommand(disk: Path) -> None:
+    assert cli._split_subcommand(["--out-dir", "run", "--disk-image", str(disk)])[0] == "run"
+    assert cli._split_subcommand(["--out-dir", "selfcheck"]) == ("run", ["--out-dir", "selfcheck"])
+    assert cli._split_subcommand(["--image", "x", "selfcheck", "--smp", "1"]) == ("selfcheck",
+                                                                              ["--image", "x", "--smp", "1"])
+
+
+def test_selfcheck_forwards_a_timeout_equal_to_runs_default(tmp_path: Path) -> None:
+    parser = cli.build_parser("selfcheck")
+    args = parser.parse_args(["--timeout-seconds", "600", "--out-dir", str(tmp_path)])
+    plan, paths = mounts.plan_run(args)
+    argv = cli.harness_argv(parser, args, paths)
+    assert argv[argv.index("--timeout-seconds") + 1] == "600.0"
+
+
+def test_a_host_qemu_path_is_refused(disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--disk-image", str(disk), "--qemu-system", "/opt/qemu/bin/qemu-system-x86_64"]) == 2
+    assert capsys.readouterr().out.startswith("FAIL: USAGE: --qemu-system does not apply")
 
 
 def test_subcommand_anywhere_before_the_qemu_args() -> None:

@@ -115,3 +115,9 @@ def test_malformed_records_are_ignored() -> None:
         assert record is None or as_test_marker(record) is None
     assert result_of(parse_line(b"AERO_VIRTIO_SELFTEST|RESULT|MAYBE")) is None  # type: ignore[arg-type]
     assert parse_line(b"no marker here") is None
+
+
+def test_control_bytes_trailing_a_record_are_noise() -> None:
+    records = Scanner().feed(PREFIX + b"RESULT|PASS\x00\r\n" + PREFIX + b"TEST|virtio-blk|PASS|x=1\x1b\x07\n")
+    assert [r.text for r in records] == ["AERO_VIRTIO_SELFTEST|RESULT|PASS", "AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|x=1"]
+    assert result_of(records[0]) == "PASS"

@@ -208,3 +208,27 @@ def test_log_format_json_makes_every_console_line_json(make_guest, run_harness: 
     assert entries and all({"time", "level", "name", "message"} <= set(entry) for entry in entries)
     assert any(entry["message"] == "guest: AERO_VIRTIO_SELFTEST|RESULT|PASS" for entry in entries)
     assert run.stdout.splitlines() == ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"]  # stdout stays the verdict
+
+
+def test_a_signal_before_qemu_starts_still_ends_cleanly(make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
+    """SIGTERM while the KVM probe runs (uncached: seconds on a nested host) is honoured once it returns."""
+    image = make_guest(lines("START|version=1"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(harness_argv("--disk-image", image, "--accel", "auto", "--out-dir", out,
+                                         "--http-port", str(ports[0]), "--udp-port", str(ports[1])),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "AERO_KVM_PROBE_CACHE": "0"})
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stdout.splitlines()[-1].startswith("FAIL: INTERRUPTED: stopped by SIGTERM")
+    assert json.loads((out / "results.json").read_text())["token"] == "INTERRUPTED"
+
+
+def test_control_bytes_from_the_guest_leave_a_pass_a_pass(make_guest, run_harness: Run) -> None:
+    message = lines("START|version=1", "TEST|virtio-blk|PASS|note=\x01\x1b[31mred\x1b[0m",
+                    "TEST|virtio-net|PASS\x07", "RESULT|PASS\x1b")
+    run = run_harness("--disk-image", make_guest(message), *TCG)
+    assert (run.returncode, run.stdout.splitlines()) == (0, ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"])
+    assert "\ufffd[31mred" in (run.out_dir / "junit.xml").read_text()

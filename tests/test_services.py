@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,17 @@ def test_the_services_listen_on_loopback_only(services: tuple[ServiceEndpoints, 
 def test_bad_path_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError), guest_services(0, "no-slash", 0, tmp_path / "l"):
         pass
+
+
+def test_a_guest_dying_mid_download_is_logged_not_a_traceback(services: tuple[ServiceEndpoints, Path],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    endpoints, log = services
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", endpoints.http_port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET {PATH}-large HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, like a killed QEMU
+        sock.close()
+    assert request(endpoints.http_port, "GET", PATH)[0] == 200  # the server goes on serving
+    assert "Traceback" not in capsys.readouterr().err

@@ -73,3 +73,8 @@ def test_timeout_and_qemu_exit_verdicts() -> None:
     exited = qemu_exited_verdict(progress, 1, "qemu: could not load PC BIOS")
     assert (exited.token, exited.exit_code) == ("QEMU_EXITED", ExitCode.QEMU_EXITED)
     assert "exit code 1" in exited.detail and "PC BIOS" in exited.detail
+
+
+def test_the_verdict_line_is_one_line_whatever_the_guest_sent() -> None:
+    verdict = judge(report_of("TEST|virtio-blk|FAIL|err=a\rb\x0bc\x85d", NET, "RESULT|FAIL"), BASE)
+    assert verdict.line() == "FAIL: TEST_FAILED: virtio-blk FAIL (err=a b c d)"

@@ -19,7 +19,9 @@ from types import FrameType
 
 from harness import __version__
 from harness.commands.run import add_run_options
-from harness.errors import ExitCode, HarnessError
+from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
+from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
+from harness.errors import ExitCode, HarnessError, InfraError, UsageError
 from harness.launcher import kvm, mounts
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
@@ -62,15 +64,23 @@ def build_parser(subcommand: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aero-win7-docker {__version__}")
     _launcher_options(parser)
     add_run_options(parser, disk_required=subcommand == "run")
+    if subcommand == "selfcheck":  # the same defaults as the harness's selfcheck, so none is lost
+        parser.set_defaults(timeout_seconds=SELFCHECK_TIMEOUT_S)
     return parser
 
 
 def _split_subcommand(argv: list[str]) -> tuple[str, list[str]]:
-    for i, arg in enumerate(argv):
+    """The subcommand, wherever it stands among the options (a flag's value is never taken for it)."""
+    takes_value = {option for action in build_parser("run")._actions if action.nargs != 0
+                   for option in action.option_strings}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         if arg == "--":
             break
         if arg in SUBCOMMANDS:
             return arg, argv[:i] + argv[i + 1:]
+        i += 2 if arg in takes_value else 1
     return "run", argv
 
 
@@ -107,6 +117,9 @@ def launch(argv: list[str]) -> int:
     subcommand, rest = _split_subcommand(argv)
     parser = build_parser(subcommand)
     args = parser.parse_args(rest)
+    if args.qemu_system != DEFAULT_QEMU_SYSTEM:
+        raise UsageError("--qemu-system does not apply: the container brings its own QEMU "
+                         "(pass an image with another QEMU through --image)")
     plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
     file_log = add_file_log(mounts.default_out_dir(args.out_dir) / LAUNCHER_LOG)
     try:
@@ -146,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         print(f"FAIL: INTERRUPTED: stopped by {stop.args[0] if stop.args else 'SIGINT'}", flush=True)
         return int(ExitCode.INTERRUPTED)
+    except Exception as err:  # noqa: BLE001 - the contract: one line, never a traceback
+        log.debug("internal error", exc_info=True)
+        print(InfraError(f"internal error: {type(err).__name__}: {err}").verdict_line(), flush=True)
+        return int(ExitCode.INFRA)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class ContainerSpec:
     image: str
     command: list[str]
     user: str
-    volumes: dict[str, dict[str, str]]
+    volumes: list[str]
     devices: list[str] = field(default_factory=list)
     group_add: list[str] = field(default_factory=list)
     network_mode: str = "none"
@@ -91,6 +91,8 @@ class _Runner:
         def attempt() -> Container:
             try:
                 return self.client.containers.create(self.spec.image, **self.spec.create_kwargs())
+            except docker.errors.NotFound as err:  # e.g. a --network that does not exist
+                raise UsageError(f"Docker engine cannot create the container: {short_reason(err)}") from err
             except docker.errors.APIError as err:
                 if err.status_code == 409:  # our earlier create went through but its answer was lost
                     self._remove_quietly(self.spec.name)

@@ -24,9 +24,9 @@ class BindMount:
     container: PurePosixPath
     read_only: bool
 
-    def as_volume(self) -> tuple[str, dict[str, str]]:
-        """The docker-py ``volumes`` entry of this mount."""
-        return str(self.host), {"bind": str(self.container), "mode": "ro" if self.read_only else "rw"}
+    def as_volume(self) -> str:
+        """The docker-py ``volumes`` entry of this mount (``host:container:mode``)."""
+        return f"{self.host}:{self.container}:{'ro' if self.read_only else 'rw'}"
 
 
 @dataclass
@@ -42,8 +42,10 @@ class MountPlan:
         self.mounts.append(BindMount(host, container, read_only))
         return container
 
-    def volumes(self) -> dict[str, dict[str, str]]:
-        return dict(mount.as_volume() for mount in self.mounts)
+    def volumes(self) -> list[str]:
+        """One entry a mount: a list, because one host folder may be mounted twice (the image's
+        folder read-only at /images and, when it is also the output folder, read-write at /out)."""
+        return [mount.as_volume() for mount in self.mounts]
 
 
 def disk_image_file(path: Path) -> Path:

@@ -32,6 +32,7 @@ PROBE_SPIN = 20_000_000  # ~10-20 ms under real KVM; ~0.1 s under TCG; ~30 s on 
 PROBE_DEADLINE_S = 6.0
 PROBE_VERSION = 1  # bump when the probe changes, so cached answers are not reused
 CACHE_ENV = "AERO_KVM_PROBE_CACHE"
+NEGATIVE_TTL_S = 3600.0  # a "no" is asked again after an hour (a probe on an overloaded host may time out)
 
 Accel = Literal["kvm", "tcg"]
 log = get_logger("accel")
@@ -68,15 +69,16 @@ def cache_file() -> Path:
 
 def cached_probe(key: dict[str, str], compute: Callable[[], KvmProbe]) -> KvmProbe:
     """``compute()``, remembered on disk for this boot and ``key``: a probe on a nested host costs
-    seconds, and its answer only changes with a reboot or another QEMU. Set AERO_KVM_PROBE_CACHE=0
-    to probe every time."""
+    seconds, and its answer only changes with a reboot or another QEMU. A "no" is kept for an hour
+    only. Set AERO_KVM_PROBE_CACHE=0 to probe every time."""
     if os.environ.get(CACHE_ENV, "1") == "0":
         return compute()
     key = {**key, "boot_id": boot_id(), "probe": str(PROBE_VERSION)}
     path = cache_file()
     try:
         entry = json.loads(path.read_text())
-        if entry.get("key") == key:
+        fresh = entry["usable"] or time.time() - float(entry["at"]) < NEGATIVE_TTL_S
+        if entry.get("key") == key and fresh:
             return KvmProbe(bool(entry["usable"]), str(entry["reason"]) + " (cached for this boot)",
                             float(entry.get("seconds", 0.0)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -85,7 +87,7 @@ def cached_probe(key: dict[str, str], compute: Callable[[], KvmProbe]) -> KvmPro
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"key": key, "usable": probe.usable, "reason": probe.reason,
-                                    "seconds": round(probe.seconds, 3)}))
+                                    "seconds": round(probe.seconds, 3), "at": time.time()}))
     except OSError as err:
         log.debug("KVM probe result not cached: %s", err)
     return probe

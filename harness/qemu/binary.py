@@ -94,11 +94,17 @@ def qemu_img_for(qemu_system: str) -> str:
     return resolve_executable("qemu-img", "qemu-img")
 
 
-def image_info(qemu_img: str, image: Path) -> dict[str, Any]:
-    """``qemu-img info --output=json`` of an image, opened read-only and without locking it."""
+def image_chain(qemu_img: str, image: Path) -> list[dict[str, Any]]:
+    """``qemu-img info --backing-chain`` of an image: the image first, then its backing files;
+    read-only and without locking it. UsageError when any link of the chain is unreadable."""
     proc = _run([qemu_img, "info", "--force-share", "--backing-chain", "--output=json", str(image)], "qemu-img")
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["qemu-img cannot read it"])[-1]
         raise UsageError(f"not a usable disk image: {image}: {reason}")
-    chain: list[dict[str, Any]] = json.loads(proc.stdout)  # the image first, then its backing files
-    return chain[0]
+    chain: list[dict[str, Any]] = json.loads(proc.stdout)
+    return chain
+
+
+def image_info(qemu_img: str, image: Path) -> dict[str, Any]:
+    """``qemu-img info`` of the image itself (its backing chain checked too)."""
+    return image_chain(qemu_img, image)[0]

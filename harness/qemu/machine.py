@@ -26,9 +26,11 @@ _PR_SET_PDEATHSIG = 1
 log = get_logger("qemu")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child must not dlopen or malloc
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: one system call, nothing else
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class QemuEndedEarly(Exception):
