@@ -19,6 +19,7 @@ from harness.verdict import GuestReport, Verdict
 RESULTS_NAME = "results.json"
 JUNIT_NAME = "junit.xml"
 SUITE_NAME = "aero-virtio-selftest"
+ARTIFACT_MODE = 0o644
 
 
 @dataclass
@@ -55,6 +56,7 @@ def results_document(run: RunRecord) -> dict[str, Any]:
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, ARTIFACT_MODE)  # mkstemp makes it 0600; reports are for CI uploaders and colleagues
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
         os.replace(tmp, path)

@@ -29,7 +29,9 @@ def test_results_json_has_the_contract_keys(tmp_path: Path) -> None:
     run = record_for("START|version=1", "CONFIG|http_url=http://10.0.2.2:18080/x|udp_port=18081",
                      "TEST|virtio-blk|PASS|write_ok=1|write_mbps=20.5", "TEST|virtio-net|PASS|large_ok=1",
                      "TEST|virtio-snd|SKIP|flag_not_set", "RESULT|PASS")
-    doc = json.loads(write_results(run, tmp_path).read_text())
+    path = write_results(run, tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by CI uploaders, like the other artifacts
+    doc = json.loads(path.read_text())
     assert {"verdict", "token", "exit_code", "tests", "accel", "qemu", "duration_s", "version"} <= set(doc)
     assert (doc["verdict"], doc["token"], doc["exit_code"], doc["accel"]) == ("PASS", "PASS", 0, "tcg")
     assert doc["tests"]["virtio-blk"] == {"status": "PASS", "fields": {"write_ok": "1", "write_mbps": "20.5"}}
