@@ -19,6 +19,21 @@ _JSON_FIELDS = "{asctime}{levelname}{name}{message}"
 LogFormat = Literal["text", "json"]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the one at set-up."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass  # always the current sys.stderr
+
+
 def _json_formatter() -> JsonFormatter:
     return JsonFormatter(_JSON_FIELDS, style="{", rename_fields={"levelname": "level", "asctime": "time"})
 
@@ -30,7 +45,7 @@ def setup_console(fmt: LogFormat = "text", level: int = logging.INFO) -> logging
     logger.propagate = False
     for handler in [h for h in logger.handlers if getattr(h, "_harness_console", False)]:
         logger.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
+    console = _StderrHandler()
     console.setLevel(level)
     console.setFormatter(_json_formatter() if fmt == "json" else logging.Formatter("%(levelname)s: %(message)s"))
     console._harness_console = True  # type: ignore[attr-defined]

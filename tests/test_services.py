@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,16 @@ def services(tmp_path: Path) -> Iterator[tuple[ServiceEndpoints, Path]]:
     log = tmp_path / "http.log"
     with guest_services(0, PATH, 0, log) as endpoints:
         yield endpoints, log
+
+
+def log_lines(log: Path, count: int, timeout: float = 5.0) -> list[str]:
+    """The log's lines once it has ``count`` of them: the server logs a request after answering it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = log.read_text().splitlines()
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
@@ -45,7 +56,7 @@ def test_small_get_and_head(services: tuple[ServiceEndpoints, Path]) -> None:
     assert (status, body, headers["content-type"]) == (200, b"OK\n", "text/plain")
     status, headers, body = request(endpoints.http_port, "HEAD", PATH)
     assert (status, body, headers["content-length"]) == (200, b"", "3")
-    lines = log.read_text().splitlines()
+    lines = log_lines(log, 2)
     assert len(lines) == 2 and f"GET {PATH} 200" in lines[0] and f"HEAD {PATH} 200" in lines[1]
 
 
@@ -64,7 +75,7 @@ def test_large_post_checked_by_sha256(services: tuple[ServiceEndpoints, Path]) -
     corrupt[4242] ^= 1
     assert request(endpoints.http_port, "POST", PATH + "-large", bytes(corrupt))[0] == 400
     assert request(endpoints.http_port, "POST", PATH + "-large", LARGE_BODY[:-1])[0] == 400
-    text = log.read_text()
+    text = "\n".join(log_lines(log, 3))
     assert "in=1048576 out=3" in text and "match" in text and "mismatch" in text
 
 
@@ -110,7 +121,7 @@ def test_udp_echo_and_oversized_datagrams_are_dropped(services: tuple[ServiceEnd
         sock.settimeout(0.5)
         with pytest.raises(TimeoutError):
             sock.recvfrom(4096)
-    text = log.read_text()
+    text = "\n".join(log_lines(log, 3))
     assert "4 bytes echoed" in text and "2048 bytes echoed" in text and "2049 bytes dropped" in text
 
 
