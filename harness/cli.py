@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from types import FrameType, ModuleType
 
 from harness import __version__
 from harness.errors import ExitCode, HarnessError, InfraError
@@ -63,9 +64,15 @@ def _with_default_subcommand(argv: list[str]) -> list[str]:
     return [DEFAULT_SUBCOMMAND, *argv]
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _with_default_subcommand(list(sys.argv[1:] if argv is None else argv))
     setup_console("text")
+    # Until a run's event loop takes over (it stops QEMU first), SIGTERM is handled like Ctrl-C.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if args_list[:1] == ["--version"]:
             print(_version_text(), flush=True)
@@ -80,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as err:
         print(err.verdict_line(), flush=True)
         return int(err.exit_code)
-    except KeyboardInterrupt:
-        print("FAIL: INTERRUPTED: stopped by SIGINT", flush=True)
+    except KeyboardInterrupt as stop:
+        print(f"FAIL: INTERRUPTED: stopped by {stop.args[0] if stop.args else 'SIGINT'}", flush=True)
         return int(ExitCode.INTERRUPTED)
     except Exception as err:  # noqa: BLE001 - the contract: one line, never a traceback
         get_logger("cli").debug("internal error", exc_info=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +197,42 @@ def test_no_arguments_at_all(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout.splitlines() == ["FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand"]
     assert "usage:" in proc.stderr
+
+
+def test_sigterm_during_validation_is_one_interrupted_line(make_guest, tmp_path: Path) -> None:
+    """Before a run's own handlers exist (here: a QEMU whose --version hangs), SIGTERM still ends in
+    exit 130 with one line, and the hanging child is not left behind."""
+    slow = tmp_path / "qemu-system-x86_64"
+    slow.write_text("#!/bin/sh\nexec sleep 300\n")
+    slow.chmod(0o755)
+    proc = subprocess.Popen(harness_argv("--disk-image", make_guest(lines(*PASSING)), "--qemu-system", slow,
+                                         "--out-dir", tmp_path / "o"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    hanging: list[int] = []
+    while time.monotonic() < deadline and not hanging:
+        hanging = _children(proc.pid, b"sleep")
+        time.sleep(0.05)
+    assert hanging, "the fake QEMU never started"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stdout.splitlines() == ["FAIL: INTERRUPTED: stopped by SIGTERM"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{hanging[0]}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{hanging[0]}").exists()
+
+
+def _children(pid: int, name: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_text = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat_text.rsplit(")", 1)[1].split()[1]) == pid and name in cmdline:
+                found.append(int(entry.name))
+    return found
