@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType, ModuleType
+from types import ModuleType
 
 from harness import __version__
-from harness.errors import ExitCode, HarnessError, InfraError
-from harness.logsetup import get_logger, setup_console
+from harness.entry import guarded
+from harness.errors import ExitCode
+from harness.logsetup import setup_console
 
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {
@@ -64,36 +64,23 @@ def _with_default_subcommand(argv: list[str]) -> list[str]:
     return [DEFAULT_SUBCOMMAND, *argv]
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+def _main(args_list: list[str]) -> int:
+    if args_list[:1] == ["--version"]:
+        print(_version_text(), flush=True)
+        return ExitCode.PASS
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)
+        return ExitCode.USAGE
+    return int(_load(args.command).execute(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _with_default_subcommand(list(sys.argv[1:] if argv is None else argv))
     setup_console("text")
-    # Until a run's event loop takes over (it stops QEMU first), SIGTERM is handled like Ctrl-C.
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        if args_list[:1] == ["--version"]:
-            print(_version_text(), flush=True)
-            return ExitCode.PASS
-        parser = build_parser()
-        args = parser.parse_args(args_list)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)
-            return ExitCode.USAGE
-        return int(_load(args.command).execute(args))
-    except HarnessError as err:
-        print(err.verdict_line(), flush=True)
-        return int(err.exit_code)
-    except KeyboardInterrupt as stop:
-        print(f"FAIL: INTERRUPTED: stopped by {stop.args[0] if stop.args else 'SIGINT'}", flush=True)
-        return int(ExitCode.INTERRUPTED)
-    except Exception as err:  # noqa: BLE001 - the contract: one line, never a traceback
-        get_logger("cli").debug("internal error", exc_info=True)
-        print(InfraError(f"internal error: {type(err).__name__}: {err}").verdict_line(), flush=True)
-        return int(ExitCode.INFRA)
+    return guarded(lambda: _main(args_list))
 
 
 if __name__ == "__main__":

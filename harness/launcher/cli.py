@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
-from types import FrameType
+from pathlib import PurePosixPath
 
 from harness import __version__
 from harness.commands.run import add_run_options
 from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
-from harness.errors import ExitCode, HarnessError, InfraError, UsageError
+from harness.entry import guarded
+from harness.errors import ExitCode, HarnessError, UsageError
 from harness.launcher import kvm, mounts
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
@@ -108,11 +107,6 @@ def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return argv + (["--", *extra] if extra else [])
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM is handled like Ctrl-C: the container is interrupted, stopped and removed."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def launch(argv: list[str]) -> int:
     subcommand, rest = _split_subcommand(argv)
     parser = build_parser(subcommand)
@@ -150,19 +144,7 @@ def launch(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     setup_console("json")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return launch(list(sys.argv[1:] if argv is None else argv))
-    except HarnessError as err:
-        print(err.verdict_line(), flush=True)
-        return int(err.exit_code)
-    except KeyboardInterrupt as stop:
-        print(f"FAIL: INTERRUPTED: stopped by {stop.args[0] if stop.args else 'SIGINT'}", flush=True)
-        return int(ExitCode.INTERRUPTED)
-    except Exception as err:  # noqa: BLE001 - the contract: one line, never a traceback
-        log.debug("internal error", exc_info=True)
-        print(InfraError(f"internal error: {type(err).__name__}: {err}").verdict_line(), flush=True)
-        return int(ExitCode.INFRA)
+    return guarded(lambda: launch(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
