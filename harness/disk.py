@@ -45,8 +45,9 @@ class GuestDisk:
     mode: WriteMode
 
 
-def validate_image(path: Path, qemu_img: str) -> DiskImage:
-    """Check the image exists, is a readable file and is a disk image; UsageError otherwise."""
+def read_image_head(path: Path) -> bytes:
+    """The first sector of the image file, checking it exists, is a regular file and can be read;
+    UsageError otherwise. Needs no QEMU (the Docker launcher calls it on hosts without one)."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError as err:
@@ -59,9 +60,14 @@ def validate_image(path: Path, qemu_img: str) -> DiskImage:
         raise UsageError(f"disk image is not a regular file: {path}")
     try:
         with path.open("rb") as stream:
-            head = stream.read(512)
+            return stream.read(512)
     except OSError as err:
         raise UsageError(f"disk image is not readable: {path}: {err.strerror}") from err
+
+
+def validate_image(path: Path, qemu_img: str) -> DiskImage:
+    """Check the image exists, is a readable file and is a disk image; UsageError otherwise."""
+    head = read_image_head(path)
     chain = image_chain(qemu_img, path.absolute())
     info = chain[0]
     fmt = str(info.get("format", ""))

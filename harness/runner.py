@@ -91,11 +91,10 @@ def run(opts: RunOptions) -> int:
     setup_console(opts.log_format)
     prepared = prepare(opts)
     if opts.dry_run:
-        accel = opts.accel if opts.accel != "auto" else "auto"
-        if accel == "auto":
+        if opts.accel == "auto":
             log.info("--dry-run with --accel auto: KVM is not probed; the command lists QEMU's own fallback")
         placeholder = Path(tempfile.gettempdir(), f"{RUNTIME_PREFIX}XXXXXXXX")  # made fresh by a real run
-        print(render(build_argv(prepared.spec(opts, accel, placeholder))), flush=True)
+        print(render(build_argv(prepared.spec(opts, opts.accel, placeholder))), flush=True)
         return int(ExitCode.PASS)
     return asyncio.run(Session(opts, prepared).execute())
 
