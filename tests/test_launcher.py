@@ -117,7 +117,7 @@ def test_selfcheck_needs_no_disk(tmp_path: Path) -> None:
 def test_missing_disk_image_is_usage(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="disk image not found"):
         mounts.disk_image_file(tmp_path / "nope.qcow2")
-    with pytest.raises(UsageError, match="not a regular file"):
+    with pytest.raises(UsageError, match="disk image is a directory, not a file"):
         mounts.disk_image_file(tmp_path)
 
 
