@@ -10,7 +10,10 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
+import docker
+import docker.errors
 import pytest
 
 from harness.qemu.bootsector import Ending, build_image
@@ -19,15 +22,33 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def missing_prerequisite(reason: str) -> NoReturn:
+    """Locally a missing prerequisite skips the test with its reason; in CI (which installs
+    everything) it fails the test."""
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def require_tool(name: str, why: str) -> str:
-    """The tool's path; locally a missing tool skips with a reason, in CI it fails the test."""
+    """The tool's path, or missing_prerequisite()."""
     found = shutil.which(name)
     if found is None:
-        message = f"{name} is not installed ({why}); .ci/run installs it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_prerequisite(f"{name} is not installed ({why}); .ci/run installs it")
     return found
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.DockerClient]:
+    """A client of the Docker engine (CI starts one with container/ci-docker.sh up)."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except (docker.errors.DockerException, OSError) as err:  # requests' errors are OSErrors
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        missing_prerequisite(f"no Docker engine answers at {where}: {err} (start dockerd; CI: container/ci-docker.sh up)")
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from tests.conftest import missing_prerequisite
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDER = REPO / "reference-guest" / "build.py"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CACHE = Path(os.environ.get("AERO_REFERENCE_GUEST_CACHE", REPO / "build" / "cache"))
 HTTP_PATH = "/aero-virtio-selftest"
 PATTERN = bytes(range(256)) * 4096
@@ -34,10 +33,8 @@ BUILD_TOOLS = ("apt-get", "apt-cache", "dpkg-deb", "mkfs.fat", "mcopy", "mmd", "
 def need_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
-        message = f"missing host tools for the reference guest: {', '.join(missing)} (see reference-guest/README.md)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_prerequisite(f"missing host tools for the reference guest: {', '.join(missing)} "
+                             "(see reference-guest/README.md)")
 
 
 def load_builder() -> ModuleType:

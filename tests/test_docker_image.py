@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -30,6 +29,7 @@ import harness
 from harness.launcher import kvm
 from harness.qemu.accel import probe_kvm
 from harness.qemu.bootsector import build_image
+from tests.conftest import missing_prerequisite
 
 
 pytestmark = pytest.mark.docker
@@ -40,23 +40,6 @@ REPO = Path(__file__).resolve().parent.parent
 SIZE_GOAL_BYTES = 300_000_000
 GUI_PACKAGES = re.compile(r"^(qemu-system-gui|qemu-system-modules-\S+|libgtk\S*|libsdl\S*|libspice\S*|"
                           r"libvirglrenderer\S*|libx11-6)$", re.MULTILINE)
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except (docker.errors.DockerException, OSError) as err:
-        _missing(f"no Docker engine answers ({err}); start dockerd (CI: container/ci-docker.sh up)")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +53,7 @@ def image(engine: docker.DockerClient) -> docker.models.images.Image:
     try:
         return engine.images.get(IMAGE)
     except docker.errors.ImageNotFound:
-        _missing(f"image {IMAGE} not built: run make image (container/build-image.sh)")
+        missing_prerequisite(f"image {IMAGE} not built: run make image (container/build-image.sh)")
         raise
 
 
@@ -89,7 +72,7 @@ def reference_guest(engine: docker.DockerClient, image: object, tmp_path_factory
     """The baked reference guest, copied to the host and made read-only."""
     code, listing = in_image(engine, "-c", f"test -s {GUEST_IN_IMAGE} && echo ok", entrypoint="sh")
     if code != 0:
-        _missing(f"{IMAGE} has no reference guest ({GUEST_IN_IMAGE}); rebuild with REFERENCE_GUEST=required")
+        missing_prerequisite(f"{IMAGE} has no reference guest ({GUEST_IN_IMAGE}); rebuild with REFERENCE_GUEST=required")
     folder = tmp_path_factory.mktemp("images")
     container = engine.containers.create(IMAGE, network_mode="none")
     try:
@@ -240,7 +223,7 @@ def test_the_kvm_probe_runs_inside_the_image(engine: docker.DockerClient, image:
     """On a host without QEMU the launcher asks the image's QEMU whether KVM really runs guests;
     its answer must agree with the host's own probe (same kernel, same device)."""
     if not Path("/dev/kvm").exists():
-        _missing("this host has no /dev/kvm to probe")
+        missing_prerequisite("this host has no /dev/kvm to probe")
     usable, reason = kvm.image_prober(engine, IMAGE)(Path("/dev/kvm"))
     host = probe_kvm()
     assert usable is host.usable, (reason, host.reason)

@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 import docker.models.images
 import pytest
+
+from tests.conftest import missing_prerequisite
 
 
 pytestmark = pytest.mark.docker
@@ -60,34 +61,12 @@ exit "$code"
 """
 
 
-def _engine_or_skip() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except (docker.errors.DockerException, OSError) as err:  # requests' errors are OSErrors
-        reason = f"no Docker engine answers at {os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}: {err}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI starts one with container/ci-docker.sh up)")
-        pytest.skip(f"{reason} (start dockerd to run these tests)")
-    return client
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = _engine_or_skip()
-    yield client
-    client.close()
-
-
 @pytest.fixture(scope="module")
 def fake_image(engine: docker.DockerClient) -> str:
     try:
         engine.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
-        message = f"base image {BASE_IMAGE} missing: run container/build-base-image.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_prerequisite(f"base image {BASE_IMAGE} missing: run container/build-base-image.sh")
     dockerfile = (f"FROM {BASE_IMAGE}\nCOPY aero-win7-harness /usr/local/bin/aero-win7-harness\n"
                   "RUN chmod 755 /usr/local/bin/aero-win7-harness && mkdir -m 1777 /out /images\n"
                   "USER 10001:10001\nENTRYPOINT [\"aero-win7-harness\"]\n").encode()
