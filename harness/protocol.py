@@ -1,9 +1,11 @@
 """The guest selftest protocol on COM1: records and a scanner that finds them in any byte stream.
 
-A record is a line ``AERO_VIRTIO_SELFTEST|<KIND>|...`` ending in LF or CRLF. The scanner accepts the
-stream in chunks of any size, tolerates invalid UTF-8 and binary noise, finds a record even when
-noise precedes it on the same line, and keeps memory bounded however long a line without a newline
-grows, without ever losing a record to that bound.
+A record is a line that starts with ``AERO_VIRTIO_SELFTEST|<KIND>|...`` and ends in LF or CRLF.
+Only whitespace and control bytes (what a UART or an interleaved kernel message may leave) may come
+before the prefix: a free-text line that merely mentions a record (``log: ... RESULT|PASS``) is
+not one, as in the upstream harness. The scanner accepts the stream in chunks of any size,
+tolerates invalid UTF-8 and binary noise, and keeps memory bounded however long a line without a
+newline grows, without ever losing a record to that bound.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ PREFIX = b"AERO_VIRTIO_SELFTEST|"
 MAX_RECORD_BYTES = 16 * 1024  # a record longer than this is not a record
 MAX_PENDING_BYTES = 64 * 1024  # an unfinished line is trimmed once it grows past this
 _TRAILING_NOISE = "".join(map(chr, range(0x21))) + "\x7f"  # CR, spaces, NULs and other control bytes
+_LEADING_NOISE = bytes(range(0x21)) + b"\x7f"  # what may stand before the prefix on a record's line
 
 
 class Kind(str, Enum):
@@ -69,11 +72,11 @@ def parse_key_values(parts: tuple[str, ...]) -> tuple[dict[str, str], list[str]]
 
 
 def parse_line(line: bytes) -> Record | None:
-    """The record in one line (line end already removed), or None if the line holds none."""
-    start = line.rfind(PREFIX)
-    if start < 0:
+    """The record a line (line end already removed) is, or None if it is none."""
+    line = line.lstrip(_LEADING_NOISE)
+    if not line.startswith(PREFIX):
         return None
-    text = line[start:].decode("utf-8", errors="replace").rstrip(_TRAILING_NOISE)
+    text = line.decode("utf-8", errors="replace").rstrip(_TRAILING_NOISE)
     pieces = text.split("|")
     if len(pieces) < 2 or not pieces[1]:
         return None
@@ -105,9 +108,16 @@ class Scanner:
 
     def __init__(self) -> None:
         self._pending = bytearray()
+        self._skipping = False  # the current line was found to be no record: drop it up to its newline
 
     def feed(self, chunk: bytes) -> list[Record]:
         records: list[Record] = []
+        if self._skipping:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                return records
+            chunk = chunk[newline + 1:]
+            self._skipping = False
         if not chunk:
             return records
         self._pending += chunk
@@ -130,13 +140,13 @@ class Scanner:
         return [record] if record is not None else []
 
     def _trim(self) -> None:
-        """Drop noise from an overlong unfinished line, keeping any record that may be forming."""
-        start = self._pending.rfind(PREFIX)
-        if start >= 0 and len(self._pending) - start <= MAX_RECORD_BYTES:
-            del self._pending[:start]
-        else:
-            # Keep just enough for a prefix that straddles this chunk and the next.
-            del self._pending[: len(self._pending) - (len(PREFIX) - 1)]
+        """An overlong unfinished line: keep it only while it may still become a record."""
+        line = bytes(self._pending).lstrip(_LEADING_NOISE)
+        may_be_record = line.startswith(PREFIX) if len(line) >= len(PREFIX) else PREFIX.startswith(line)
+        self._pending[:] = line
+        if not may_be_record or len(line) > MAX_RECORD_BYTES:
+            self._pending.clear()
+            self._skipping = True
 
     @property
     def pending_bytes(self) -> int:

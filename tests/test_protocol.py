@@ -21,11 +21,15 @@ RECORD_TEXT = st.sampled_from([
     "RESULT|PASS",
     "RESULT|FAIL",
 ])
-# Noise: anything but a newline, so it never splits a record line; may contain partial prefixes.
+# Noise: anything but a newline, so it never splits a record line; may contain partial prefixes and
+# whole mentions of records. Its first byte is printable, so a noise line is never a record.
 NOISE = st.one_of(
-    st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")),
-    st.sampled_from([b"AERO_VIRTIO", b"AERO_VIRTIO_SELFTEST", b"\xff\xfe\x00", b"\x1b[0m", b"|||", b"\r"]),
+    st.binary(max_size=200).map(lambda b: b"#" + b.replace(b"\n", b"")),
+    st.sampled_from([b"AERO_VIRTIO", b"xAERO_VIRTIO_SELFTEST|RESULT|PASS", b"#\xff\xfe\x00", b"\x1b[0m",
+                     b"|||", b"log: previous boot ended with AERO_VIRTIO_SELFTEST|RESULT|PASS"]),
 )
+# What a UART or an interleaved kernel message may leave before a record on its line.
+LEADING = st.binary(max_size=6).map(lambda b: bytes(c % 0x21 for c in b if c % 0x21 != 0x0A))
 
 
 def feed_all(chunks: list[bytes]) -> list[str]:
@@ -41,25 +45,48 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(records=st.lists(st.tuples(NOISE, RECORD_TEXT, st.sampled_from([b"\n", b"\r\n"]), NOISE), max_size=12),
+@given(records=st.lists(st.tuples(NOISE, LEADING, RECORD_TEXT, st.sampled_from([b"\n", b"\r\n"])), max_size=12),
        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40))
-def test_any_split_of_the_stream_gives_the_same_records(records: list[tuple[bytes, str, bytes, bytes]],
+def test_any_split_of_the_stream_gives_the_same_records(records: list[tuple[bytes, bytes, str, bytes]],
                                                         cuts: list[int]) -> None:
-    stream = b"".join(pre + PREFIX + text.encode() + end + post + b"\n" for pre, text, end, post in records)
-    expected = [PREFIX.decode() + text for _, text, _, _ in records]
+    stream = b"".join(noise + b"\n" + lead + PREFIX + text.encode() + end for noise, lead, text, end in records)
+    expected = [PREFIX.decode() + text for _, _, text, _ in records]
     assert feed_all([stream]) == expected
     assert feed_all(split_at(stream, cuts)) == expected
     assert feed_all([stream[i:i + 1] for i in range(min(len(stream), 3000))]) == feed_all([stream[:3000]])
 
 
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(NOISE.map(lambda n: (n, False)),
+                                st.tuples(LEADING, RECORD_TEXT).map(lambda t: (t[0] + PREFIX + t[1].encode(), True))),
+                      max_size=20),
+       cuts=st.lists(st.integers(min_value=0, max_value=5_000), max_size=30))
+def test_a_line_is_a_record_only_when_it_starts_with_the_prefix(lines: list[tuple[bytes, bool]],
+                                                                cuts: list[int]) -> None:
+    """Whatever else a line holds, and however the stream is cut: records are exactly the lines that
+    start with the prefix after leading whitespace or control bytes; mentions inside free text are
+    never records."""
+    stream = b"".join(line + b"\r\n" for line, _ in lines)
+    expected = [line.lstrip(bytes(range(0x21)) + b"\x7f").decode() for line, is_record in lines if is_record]
+    assert feed_all(split_at(stream, cuts)) == expected
+
+
 @settings(max_examples=100, deadline=None)
 @given(text=RECORD_TEXT, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10))
-def test_a_record_after_noise_on_the_same_line_is_found(text: str, cuts: list[int]) -> None:
-    stream = b"\x00\xffboot noise " + PREFIX + text.encode() + b"\r\n"
-    assert feed_all(split_at(stream, cuts)) == [PREFIX.decode() + text]
+def test_a_record_mentioned_in_free_text_is_not_a_record(text: str, cuts: list[int]) -> None:
+    stream = b"\x00\xffboot noise " + PREFIX + text.encode() + b"\r\n" + b"\x00\r " + PREFIX + b"RESULT|FAIL\r\n"
+    assert feed_all(split_at(stream, cuts)) == ["AERO_VIRTIO_SELFTEST|RESULT|FAIL"]
 
 
-def test_records_after_megabytes_of_noise_without_newline_are_kept_and_memory_stays_bounded() -> None:
+def test_a_free_text_pass_does_not_hide_the_real_fail() -> None:
+    stream = (b"log: previous boot ended with AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n"
+              b"\x1b[0m AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n"  # an escape sequence is text, not noise
+              b"\x00\x00\t AERO_VIRTIO_SELFTEST|RESULT|FAIL\r\n")
+    records = Scanner().feed(stream)
+    assert [result_of(r) for r in records] == ["FAIL"]
+
+
+def test_a_record_after_megabytes_of_noise_without_newline_is_kept_and_memory_stays_bounded() -> None:
     scanner = Scanner()
     rng = random.Random(7)
     noise = bytes(rng.randrange(256) for _ in range(4096)).replace(b"\n", b".")
@@ -68,17 +95,27 @@ def test_records_after_megabytes_of_noise_without_newline_are_kept_and_memory_st
     for _ in range(50_000):  # 200 MiB of noise, one 4 KiB chunk at a time, no newline
         found += scanner.feed(noise)
         high_water = max(high_water, scanner.pending_bytes)
-    found += scanner.feed(PREFIX + b"RESULT|PA")  # a record split across chunks at the very end
+    found += scanner.feed(b"\r\n" + PREFIX + b"RESULT|PA")  # a record split across chunks at the very end
     found += scanner.feed(b"SS\r\n")
     assert [r.text for r in found] == ["AERO_VIRTIO_SELFTEST|RESULT|PASS"]
     assert high_water <= MAX_PENDING_BYTES + len(noise)
 
 
-def test_a_prefix_split_across_a_trim_is_not_lost() -> None:
+def test_a_prefix_after_an_overlong_run_of_control_bytes_is_not_lost() -> None:
     scanner = Scanner()
-    filler = b"x" * (MAX_PENDING_BYTES + 10)
+    filler = b"\x00" * (MAX_PENDING_BYTES + 10)
     assert scanner.feed(filler + PREFIX[:7]) == []
     records = scanner.feed(PREFIX[7:] + b"RESULT|FAIL\n")
+    assert [r.text for r in records] == ["AERO_VIRTIO_SELFTEST|RESULT|FAIL"]
+    assert scanner.pending_bytes == 0
+
+
+def test_an_overlong_text_line_is_dropped_up_to_its_newline() -> None:
+    scanner = Scanner()
+    assert scanner.feed(b"x" * (MAX_PENDING_BYTES + 10)) == []
+    assert scanner.feed(PREFIX + b"RESULT|PASS") == []  # still the same text line
+    assert scanner.pending_bytes == 0
+    records = scanner.feed(b"\n" + PREFIX + b"RESULT|FAIL\n")
     assert [r.text for r in records] == ["AERO_VIRTIO_SELFTEST|RESULT|FAIL"]
 
 
