@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,13 +11,12 @@ from typing import Any
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
 from harness import __version__
+from harness.outputs import JUNIT, RESULTS, write_atomically
 from harness.protocol import Status
+from harness.textsafe import visible, visible_lines
 from harness.verdict import GuestReport, Verdict
 
-RESULTS_NAME = "results.json"
-JUNIT_NAME = "junit.xml"
 SUITE_NAME = "aero-virtio-selftest"
-ARTIFACT_MODE = 0o644
 
 
 @dataclass
@@ -53,39 +50,20 @@ def results_document(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, ARTIFACT_MODE)  # mkstemp makes it 0600; reports are for CI uploaders and colleagues
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(run: RunRecord, out_dir: Path) -> Path:
-    path = out_dir / RESULTS_NAME
-    _write_atomically(path, (json.dumps(results_document(run), indent=2) + "\n").encode())
+    path = out_dir / RESULTS
+    write_atomically(path, (json.dumps(results_document(run), indent=2) + "\n").encode())
     return path
-
-
-_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
-def xml_safe(text: str) -> str:
-    """Guest text may hold control bytes that XML 1.0 cannot carry: they become U+FFFD."""
-    return _XML_UNSAFE.sub("\ufffd", text)
 
 
 def _case_for_test(name: str, run: RunRecord) -> TestCase:
     outcome = run.report.tests[name]
-    case = TestCase(xml_safe(name), classname=SUITE_NAME)
-    detail = xml_safe(outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items()))
+    shown = visible(name)  # guest text: XML 1.0 cannot carry control characters, a reader must see them
+    case = TestCase(shown, classname=SUITE_NAME)
+    detail = visible(outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items()))
     required = name in run.required
     if outcome.status is Status.FAIL:
-        case.result = [Failure(f"{name} FAIL{': ' + detail if detail else ''}", "TEST_FAILED")]
+        case.result = [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", "TEST_FAILED")]
     elif outcome.status is Status.SKIP:
         if required:
             case.result = [Failure(f"required test skipped{': ' + detail if detail else ''}", "TEST_SKIPPED")]
@@ -93,8 +71,8 @@ def _case_for_test(name: str, run: RunRecord) -> TestCase:
             case.result = [Skipped(detail or "skipped by the guest")]
     elif not outcome.status.is_final:
         case.result = [Failure(f"no final status (last: {outcome.status.value})", "MISSING_TEST_MARKER")]
-    case.system_out = xml_safe("\n".join([f"status={outcome.status.value}",
-                                           *(f"{k}={v}" for k, v in outcome.fields.items()), *outcome.notes]))
+    case.system_out = visible_lines("\n".join([f"status={outcome.status.value}",
+                                                *(f"{k}={v}" for k, v in outcome.fields.items()), *outcome.notes]))
     return case
 
 
@@ -110,8 +88,8 @@ def junit_document(run: RunRecord) -> JUnitXml:
     overall = TestCase("overall", classname=SUITE_NAME, time=round(run.duration_s, 3))
     if not run.verdict.passed:
         kind = Failure if run.verdict.exit_code == 1 or run.verdict.token == "AUDIO_SILENT" else Error
-        overall.result = [kind(xml_safe(run.verdict.line()), run.verdict.token)]
-    overall.system_out = xml_safe(run.verdict.line())
+        overall.result = [kind(run.verdict.line(), run.verdict.token)]
+    overall.system_out = run.verdict.line()
     suite.add_testcase(overall)
     xml = JUnitXml()
     xml.add_testsuite(suite)
@@ -119,6 +97,8 @@ def junit_document(run: RunRecord) -> JUnitXml:
 
 
 def write_junit(run: RunRecord, out_dir: Path) -> Path:
-    path = out_dir / JUNIT_NAME
-    junit_document(run).write(str(path), pretty=True)
+    path = out_dir / JUNIT
+    buffer = io.BytesIO()
+    junit_document(run).write(buffer, pretty=True)
+    write_atomically(path, buffer.getvalue())
     return path

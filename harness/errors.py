@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from harness.textsafe import visible
+
 
 class ExitCode(IntEnum):
     PASS = 0
@@ -40,7 +42,7 @@ class HarnessError(Exception):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.detail = " ".join(detail.split())  # always one line
+        self.detail = visible(" ".join(detail.split()))  # always one line, control bytes shown, not obeyed
 
     def verdict_line(self) -> str:
         return f"FAIL: {self.token}: {self.detail}"

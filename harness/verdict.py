@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.errors import ExitCode
+from harness.textsafe import visible
 from harness.protocol import Kind, Record, Status, TestMarker, as_test_marker, parse_key_values, result_of
 
 BASE_REQUIRED_TESTS = ("virtio-blk", "virtio-net")
@@ -78,7 +79,8 @@ class Verdict:
     def line(self) -> str:
         if self.passed:
             return "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
-        return f"FAIL: {self.token}: {' '.join(self.detail.split())}"  # one line, whatever the guest sent
+        # One line whatever the guest sent, its control bytes shown as \xNN rather than obeyed.
+        return f"FAIL: {self.token}: {visible(' '.join(self.detail.split()))}"
 
 
 PASS = Verdict("PASS", ExitCode.PASS, "AERO_VIRTIO_SELFTEST|RESULT|PASS")

@@ -62,5 +62,16 @@ def test_control_bytes_from_the_guest_do_not_break_the_junit_file(tmp_path: Path
     run = record_for("TEST|virtio-blk|PASS|note=a\x01b\x1b[0m", "TEST|virtio-net|FAIL|err=\x08x", "RESULT|FAIL")
     xml = JUnitXml.fromfile(str(write_junit(run, tmp_path)))
     cases = {case.name: case for case in next(iter(xml))}
-    assert "note=a\ufffdb\ufffd[0m" in (cases["virtio-blk"].system_out or "")
-    assert cases["virtio-net"].result[0].message == "virtio-net FAIL: err=\ufffdx"
+    assert "note=a\\x01b\\x1b[0m" in (cases["virtio-blk"].system_out or "")  # shown, not obeyed
+    assert cases["virtio-net"].result[0].message == "virtio-net FAIL: err=\\x08x"
+
+
+def test_a_failing_test_whose_name_holds_control_characters_is_still_valid_xml(tmp_path: Path) -> None:
+    run = record_for("TEST|virtio-blk|PASS", "TEST|virtio-net|PASS", "TEST|evil\x1b]52;c;aGk=\x07\x00name|FAIL|x=a\x0cb",
+                     "RESULT|FAIL")
+    path = write_junit(run, tmp_path)
+    cases = {case.name: case for case in next(iter(JUnitXml.fromfile(str(path))))}
+    assert "evil\\x1b]52;c;aGk=\\x07\\x00name" in cases
+    failure = cases["evil\\x1b]52;c;aGk=\\x07\\x00name"].result[0]
+    assert failure.message == "evil\\x1b]52;c;aGk=\\x07\\x00name FAIL: x=a\\x0cb"
+    assert not list(tmp_path.glob(".junit.xml.*"))  # written to a temporary file and renamed into place
