@@ -54,7 +54,10 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                    help=f"artifacts folder, created if missing (default: ${OUT_DIR_ENV} or ./out)")
     o.add_argument("--serial-log", type=Path, default=None, metavar="PATH",
                    help="where COM1 is written (default: OUT_DIR/serial.log)")
-    o.add_argument("--follow-serial", action="store_true", help="stream COM1 to stdout while waiting")
+    o.add_argument("--follow-serial", action="store_true",
+                   help="stream COM1 to stdout while waiting (control bytes shown as \\xNN)")
+    o.add_argument("--raw-serial", action="store_true",
+                   help="with --follow-serial: pass COM1 through byte for byte, escape sequences included")
     o.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="console log format; harness.log is always JSON (default: %(default)s)")
 
