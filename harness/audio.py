@@ -11,6 +11,7 @@ import math
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,10 @@ class AudioStats:
 
 class WavError(Exception):
     """The file is not a WAV this checker understands."""
+
+
+class AnalysisStopped(WavError):
+    """``should_stop`` said so (the run was interrupted)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,9 @@ def _layout(path: Path) -> _Layout:
                 stream.seek(csize + (csize & 1), 1)
 
 
-def analyze(path: Path) -> AudioStats:
-    """Peak and RMS of all samples, scaled to 16 bits; raises WavError or OSError."""
+def analyze(path: Path, should_stop: Callable[[], bool] = lambda: False) -> AudioStats:
+    """Peak and RMS of all samples, scaled to 16 bits; raises WavError or OSError. ``should_stop``
+    is asked between chunks (1 MiB), so a long capture can be abandoned at once."""
     layout = _layout(path)
     width = layout.bits // 8
     typecode = {1: "b", 2: "h", 4: "i"}[width]
@@ -94,6 +100,8 @@ def analyze(path: Path) -> AudioStats:
         stream.seek(layout.data_offset)
         remaining = layout.data_bytes - layout.data_bytes % (width * max(layout.channels, 1))
         while remaining > 0:
+            if should_stop():
+                raise AnalysisStopped("stopped")
             raw = stream.read(min(_CHUNK_BYTES, remaining))
             if not raw:
                 break

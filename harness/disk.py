@@ -15,9 +15,8 @@ from enum import Enum
 from pathlib import Path
 
 from harness.errors import InfraError, UsageError
-from harness.qemu.binary import image_chain
-
-OVERLAY_NAME = "disk-overlay.qcow2"
+from harness.outputs import OVERLAY, partial_file
+from harness.qemu.binary import check_image_metadata, image_chain
 _MBR_SIGNATURE = b"\x55\xaa"
 
 
@@ -78,6 +77,9 @@ def validate_image(path: Path, qemu_img: str) -> DiskImage:
     if size <= 0:
         raise UsageError(f"disk image has no content (virtual size 0): {path}")
     files = tuple(Path(str(link["filename"])).resolve() for link in chain if link.get("filename"))
+    for link in chain:
+        if link.get("filename") and link.get("format"):
+            check_image_metadata(qemu_img, Path(str(link["filename"])), str(link["format"]))
     return DiskImage(path=path.resolve(), format=fmt, virtual_size=size, chain=files)
 
 
@@ -91,7 +93,7 @@ def plan_guest_disk(image: DiskImage, out_dir: Path, *, snapshot: bool, write_to
         return GuestDisk(image.path, image.format, snapshot=False, mode=WriteMode.IN_PLACE)
     if snapshot:
         return GuestDisk(image.path, image.format, snapshot=True, mode=WriteMode.SNAPSHOT)
-    overlay = (out_dir / OVERLAY_NAME).resolve()
+    overlay = (out_dir / OVERLAY).resolve()
     if overlay == image.path or overlay in image.chain:
         # Replacing the overlay would delete the user's image (e.g. inspecting an earlier run's overlay).
         raise UsageError(f"the disk image is {overlay} (or backs it), which this run would replace with its "
@@ -100,14 +102,20 @@ def plan_guest_disk(image: DiskImage, out_dir: Path, *, snapshot: bool, write_to
 
 
 def create_overlay(qemu_img: str, image: DiskImage, disk: GuestDisk) -> None:
-    """Create (or replace) the overlay qcow2 whose backing file is the user's image."""
+    """Create (or replace) the overlay qcow2 whose backing file is the user's image: made under a
+    fresh unpredictable name and renamed into place, so nothing planted at the overlay's path is
+    ever written through."""
     if disk.mode is not WriteMode.OVERLAY:
         return
-    disk.file.unlink(missing_ok=True)
-    argv = [qemu_img, "create", "-q", "-f", "qcow2", "-F", image.format, "-b", str(image.path), str(disk.file)]
+    fresh = partial_file(disk.file)
+    argv = [qemu_img, "create", "-q", "-f", "qcow2", "-F", image.format, "-b", str(image.path), str(fresh)]
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise InfraError(f"qemu-img could not create the overlay {disk.file}: {err}") from err
-    if proc.returncode != 0:
-        raise InfraError(f"qemu-img could not create the overlay {disk.file}: {proc.stderr.strip()}")
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise InfraError(f"qemu-img could not create the overlay {disk.file}: {err}") from err
+        if proc.returncode != 0:
+            raise InfraError(f"qemu-img could not create the overlay {disk.file}: {proc.stderr.strip()}")
+        os.replace(fresh, disk.file)
+    finally:
+        fresh.unlink(missing_ok=True)

@@ -121,8 +121,20 @@ def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> N
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (("--timeout-seconds", "0"), "--timeout-seconds must be greater than 0"),
-    (("--timeout-seconds", "-5"), "--timeout-seconds must be greater than 0"),
+    (("--timeout-seconds", "0"), "--timeout-seconds must be a finite number greater than 0"),
+    (("--timeout-seconds", "-5"), "--timeout-seconds must be a finite number greater than 0"),
+    (("--timeout-seconds", "inf"), "--timeout-seconds must be a finite number greater than 0, not inf"),
+    (("--timeout-seconds", "nan"), "--timeout-seconds must be a finite number greater than 0, not nan"),
+    (("--memory-mb", str(1 << 30)), "is more than this host (or container) has"),
+    (("--raw-serial",), "--raw-serial needs --follow-serial"),
+    (("--serial-log", "/tmp/with\nnewline.log"), "--serial-log must not contain a newline"),
+    (("--", "-daemonize"), "QEMU argument -daemonize is not allowed after --: it detaches QEMU"),
+    (("--", "--daemonize"), "QEMU argument --daemonize is not allowed after --"),
+    (("--", "-pidfile", "/tmp/other.pid"), "QEMU argument -pidfile is not allowed"),
+    (("--", "-serial", "stdio"), "QEMU argument -serial is not allowed after --: COM1 is the harness's"),
+    (("--", "-qmp", "tcp:127.0.0.1:4444,server=on,wait=off"), "QEMU argument -qmp is not allowed"),
+    (("--", "-monitor", "stdio"), "QEMU argument -monitor is not allowed"),
+    (("--", "-chardev", "socket,id=com1,path=/tmp/x"), "uses the id com1, which is the harness's own"),
     (("--serial-log", "/nonexistent-dir/serial.log"), "--serial-log: directory does not exist"),
     (("--enable-virtio-snd", "--virtio-snd-audio-backend", "wav", "--virtio-snd-wav-path", "/nonexistent-dir/a.wav"),
      "--virtio-snd-wav-path: directory does not exist"),
@@ -142,6 +154,35 @@ def test_bad_flags(run_harness: Run, make_guest, args: tuple[str, ...], needle: 
 
 def test_no_disk_image_flag(run_harness: Run) -> None:
     assert_usage(run_harness(), "--disk-image")
+
+
+def test_a_newline_in_the_disk_image_or_out_dir_path(run_harness: Run, tmp_path: Path, make_guest) -> None:
+    odd = tmp_path / "win\n7.img"
+    odd.write_bytes(make_guest(lines(*PASSING)).read_bytes())
+    assert_usage(run_harness("--disk-image", odd), "--disk-image must not contain a newline or NUL")
+    run = run_harness("--disk-image", make_guest(lines(*PASSING)), out_dir=tmp_path / "out\nput")
+    assert_usage(run, "--out-dir must not contain a newline or NUL")
+    assert not (tmp_path / "out\nput").exists()
+
+
+def test_an_empty_aero_out_dir_is_refused_not_the_current_folder(tmp_path: Path, make_guest) -> None:
+    image = make_guest(lines(*PASSING))
+    proc = subprocess.run(harness_argv("--disk-image", image, "--accel", "tcg"), capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={**os.environ, "AERO_OUT_DIR": ""})
+    assert proc.returncode == 2
+    assert proc.stdout.splitlines() == ["FAIL: USAGE: AERO_OUT_DIR is set but empty: unset it or give the output folder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [image.name]  # nothing written into the current folder
+
+
+def test_a_truncated_qcow2_is_refused_before_booting(run_harness: Run, tmp_path: Path) -> None:
+    image = tmp_path / "win7.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 8M", str(image)], check=True, capture_output=True)
+    with image.open("r+b") as stream:
+        stream.truncate(image.stat().st_size // 3)  # an interrupted copy
+    started = time.monotonic()
+    assert_usage(run_harness("--disk-image", image, "--accel", "tcg"), "disk image is corrupt")
+    assert time.monotonic() - started < 10  # not the whole timeout
 
 
 def test_out_dir_that_is_a_file(run_harness: Run, make_guest, tmp_path: Path) -> None:

@@ -231,4 +231,6 @@ def test_control_bytes_from_the_guest_leave_a_pass_a_pass(make_guest, run_harnes
                     "TEST|virtio-net|PASS\x07", "RESULT|PASS\x1b")
     run = run_harness("--disk-image", make_guest(message), *TCG)
     assert (run.returncode, run.stdout.splitlines()) == (0, ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"])
-    assert "\ufffd[31mred" in (run.out_dir / "junit.xml").read_text()
+    assert "\\x1b[31mred" in (run.out_dir / "junit.xml").read_text()
+    assert "\x1b" not in run.stderr and "\x07" not in run.stderr  # the guest's bytes are shown, never obeyed
+    assert "guest: AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|note=\\x01\\x1b[31mred\\x1b[0m" in run.stderr

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from harness.errors import UsageError
 
 DEFAULT_QEMU_SYSTEM = "qemu-system-x86_64"
 _PROBE_TIMEOUT_S = 30.0
+_CHECK_TIMEOUT_S = 300.0  # qemu-img check of a large image reads all of its metadata
 _VERSION_RE = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)(.*)")
 
 
@@ -103,6 +105,43 @@ def image_chain(qemu_img: str, image: Path) -> list[dict[str, Any]]:
         raise UsageError(f"not a usable disk image: {image}: {reason}")
     chain: list[dict[str, Any]] = json.loads(proc.stdout)
     return chain
+
+
+# Formats whose metadata ``qemu-img check`` can verify; a raw image has none.
+CHECKABLE_FORMATS = frozenset({"qcow2", "qed", "vdi", "vhdx", "parallels"})
+
+
+def check_image_metadata(qemu_img: str, image: Path, fmt: str) -> None:
+    """UsageError when ``qemu-img check`` finds the image's metadata corrupt or cut short (a qcow2
+    copied incompletely boots and then hangs, which costs the whole timeout). Leaked clusters are
+    harmless and accepted. Read-only and without locking the image."""
+    if fmt not in CHECKABLE_FORMATS:
+        return
+    argv = [qemu_img, "check", "--force-share", "--output=json", "-f", fmt, str(image)]
+    with tempfile.TemporaryFile() as errors:  # one line a bad cluster: keep only the tail, not all of it
+        try:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=errors, text=True, timeout=_CHECK_TIMEOUT_S,
+                                  check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise UsageError(f"qemu-img check could not be run on {image}: {err}") from err
+        errors.seek(max(0, errors.seek(0, os.SEEK_END) - 2048))
+        stderr = errors.read().decode("utf-8", "replace")
+    if proc.returncode in (0, 3):  # 3: leaked clusters only
+        return
+    try:
+        report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except ValueError:
+        report = {}
+    if proc.returncode == 2:
+        end = report.get("image-end-offset")
+        size = image.stat().st_size
+        cut = f"; its metadata refers to {end} bytes but the file has {size}" if end and int(end) > size else ""
+        raise UsageError(f"disk image is corrupt ({report.get('corruptions', 'some')} errors found by qemu-img check"
+                         f"{cut}): {image}; it may be truncated or damaged: copy it again")
+    reason = (stderr.strip().splitlines() or ["qemu-img check failed"])[-1]
+    if "does not support checks" in reason:
+        return
+    raise UsageError(f"disk image cannot be checked ({reason}): {image}")
 
 
 def image_info(qemu_img: str, image: Path) -> dict[str, Any]:

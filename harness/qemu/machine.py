@@ -11,17 +11,20 @@ import asyncio
 import ctypes
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from qemu.qmp import QMPClient, QMPError
 
 from harness.logsetup import get_logger
+from harness.outputs import open_new
 
 QMP_CONNECT_TIMEOUT_S = 30.0
 QUIT_GRACE_S = 10.0
 EXIT_AFTER_QMP_LOSS_S = 3.0
 TERM_GRACE_S = 5.0
+HURRIED_GRACE_S = 0.4  # after a signal: how long QEMU gets to quit through QMP (a WAV header) before SIGKILL
 _PR_SET_PDEATHSIG = 1
 log = get_logger("qemu")
 
@@ -59,6 +62,8 @@ class QemuMachine:
         self.qmp = QMPClient("aero-win7-harness")
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr: IO[bytes] | None = None
+        self._events: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by a signal: end QEMU at once, with a brief chance to quit
 
     @property
     def running(self) -> bool:
@@ -71,7 +76,7 @@ class QemuMachine:
     async def start(self) -> None:
         """Start QEMU and wait for its QMP greeting; QemuEndedEarly if it exits first."""
         await self.qmp.start_server(str(self.qmp_socket))
-        self._stderr = self.stderr_path.open("ab")
+        self._stderr = open_new(self.stderr_path)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
             start_new_session=True, preexec_fn=_die_with_parent)
@@ -98,6 +103,32 @@ class QemuMachine:
         assert self.proc is not None
         return await self.proc.wait()
 
+    def watch_events(self, on_event: Callable[[str, dict[str, Any]], Awaitable[None] | None]) -> None:
+        """Call ``on_event(name, data)`` for every QMP event QEMU sends (BLOCK_IO_ERROR, STOP, ...)."""
+
+        async def pump() -> None:
+            async for event in self.qmp.events:
+                data = event.get("data") or {}
+                log.debug("QMP event %s", event.get("event"), extra={"qmp_event": event.get("event"), "data": data})
+                pending = on_event(str(event.get("event")), dict(data))
+                if pending is not None:
+                    await pending
+
+        self._events = asyncio.ensure_future(pump())
+
+    async def execute(self, command: str, arguments: dict[str, object] | None = None,
+                      timeout: float = 10.0) -> object:
+        """One QMP command; its QMPError/timeouts propagate to the caller."""
+        return await asyncio.wait_for(self.qmp.execute(command, arguments), timeout=timeout)
+
+    def hurry(self) -> None:
+        """A signal arrived: a shutdown in progress (or the next one) gives QEMU a fraction of a second."""
+        self._hurry.set()
+
+    def kill(self) -> None:
+        """End QEMU now (a second Ctrl-C)."""
+        self._signal(signal.SIGKILL)
+
     async def screendump(self, path: Path, png: bool = True) -> bool:
         """Save the guest's screen; False (logged) when QEMU cannot."""
         if not self.running:
@@ -106,7 +137,7 @@ class QemuMachine:
         if png:
             arguments["format"] = "png"
         try:
-            await asyncio.wait_for(self.qmp.execute("screendump", arguments), timeout=10)
+            await self._unless_hurried(self.qmp.execute("screendump", arguments), 10)
         except (QMPError, asyncio.TimeoutError, OSError) as err:
             log.warning("screendump failed: %s", err)
             return False
@@ -114,23 +145,28 @@ class QemuMachine:
         return True
 
     async def shutdown(self) -> None:
-        """End QEMU: QMP quit (so audio captures are finalised), then SIGTERM, then SIGKILL."""
+        """End QEMU: QMP quit (so audio captures are finalised), then SIGTERM, then SIGKILL. After
+        ``hurry()`` (a signal) QEMU gets HURRIED_GRACE_S to quit before it is killed."""
         try:
             if self.running and self.qmp.runstate.name == "RUNNING":
                 try:
-                    await asyncio.wait_for(self.qmp.execute("quit"), timeout=5)
+                    await self._unless_hurried(self.qmp.execute("quit"), 5)
                 except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
                     log.debug("QMP quit did not complete: %r", err)
             if await self._wait_exit(QUIT_GRACE_S):
                 return
-            log.warning("QEMU did not quit through QMP; terminating it")
-            self._signal(signal.SIGTERM)
-            if await self._wait_exit(TERM_GRACE_S):
-                return
-            log.warning("QEMU ignored SIGTERM; killing it")
+            if not self._hurry.is_set():
+                log.warning("QEMU did not quit through QMP; terminating it")
+                self._signal(signal.SIGTERM)
+                if await self._wait_exit(TERM_GRACE_S):
+                    return
+                log.warning("QEMU ignored SIGTERM; killing it")
             self._signal(signal.SIGKILL)
             await self._wait_exit(None)
         finally:
+            if self._events is not None:
+                self._events.cancel()
+                await asyncio.gather(self._events, return_exceptions=True)
             await self._close_qmp()
             if self._stderr is not None:
                 self._stderr.close()
@@ -143,11 +179,31 @@ class QemuMachine:
             except ProcessLookupError:
                 pass  # exited in between
 
+    async def _unless_hurried(self, work: Awaitable[Any], timeout: float) -> Any:
+        """``work`` within ``timeout``, cut to HURRIED_GRACE_S once ``hurry()`` is called."""
+        task = asyncio.ensure_future(work)
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            done, _ = await asyncio.wait({task, hurried}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if task not in done:
+                await asyncio.wait({task}, timeout=HURRIED_GRACE_S if hurried in done else 0)
+            if not task.done():
+                raise asyncio.TimeoutError
+            return task.result()
+        finally:
+            hurried.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     async def _wait_exit(self, timeout: float | None) -> bool:
         if self.proc is None:
             return True
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout=timeout)
+            if timeout is None:
+                await self.proc.wait()
+            else:
+                await self._unless_hurried(self.proc.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         log.info("QEMU exited", extra={"returncode": self.proc.returncode})
