@@ -1,0 +1,82 @@
+"""The services the guest reaches on the host: the selftest HTTP endpoints and the UDP echo.
+
+Inside the guest the host is 10.0.2.2 (QEMU user networking); here they listen on 127.0.0.1 only.
+Every request and datagram is written to the network log (``http.log``), one line each.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import InfraError, UsageError
+from harness.logsetup import get_logger
+from harness.outputs import open_new
+from harness.services.http import LARGE_BODY, LARGE_FNV1A64, LARGE_SIZE, SelftestHttpServer, fnv1a64
+from harness.services.netlog import NetworkLog
+from harness.services.udp import UdpEcho
+
+__all__ = ["LARGE_BODY", "LARGE_FNV1A64", "LARGE_SIZE", "LISTEN_HOST", "ServiceEndpoints", "fnv1a64",
+           "guest_services"]
+
+LISTEN_HOST = "127.0.0.1"
+SHUTDOWN_POLL_S = 0.02  # how often serve_forever checks for shutdown: bounds the teardown delay
+log = get_logger("services")
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    http_port: int
+    udp_port: int
+
+
+def _check_port(port: int, what: str) -> None:
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{what} must be between 1 and 65535, not {port}")
+
+
+def _bind_error(err: OSError, what: str, port: int) -> InfraError:
+    if err.errno == errno.EADDRINUSE:
+        return InfraError(f"{what} {port} on {LISTEN_HOST} is already in use (another run, or pass a free port)")
+    return InfraError(f"cannot listen on {LISTEN_HOST}:{port} for {what}: {err.strerror}")
+
+
+@contextmanager
+def guest_services(http_port: int, http_path: str, udp_port: int, log_path: Path) -> Iterator[ServiceEndpoints]:
+    """Run the HTTP server and the UDP echo for the life of the block; ports 0 pick free ones."""
+    _check_port(http_port, "--http-port")
+    _check_port(udp_port, "--udp-port")
+    if not http_path.startswith("/"):
+        raise UsageError(f"--http-path must start with '/': {http_path}")
+    with open_new(log_path, text=True) as stream:
+        network_log = NetworkLog(stream)
+        try:
+            http = SelftestHttpServer(LISTEN_HOST, http_port, http_path, network_log)
+        except OSError as err:
+            raise _bind_error(err, "HTTP port", http_port) from err
+        try:
+            udp = UdpEcho(LISTEN_HOST, udp_port, network_log)
+        except OSError as err:
+            http.server_close()
+            raise _bind_error(err, "UDP port", udp_port) from err
+        threads = [threading.Thread(target=http.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
+                                    name="http", daemon=True),
+                   threading.Thread(target=udp.serve, name="udp-echo", daemon=True)]
+        for thread in threads:
+            thread.start()
+        endpoints = ServiceEndpoints(http.server_address[1], udp.port)
+        log.info("guest services on %s: http://%s:%d%s, UDP echo %d", LISTEN_HOST, LISTEN_HOST,
+                 endpoints.http_port, http_path, endpoints.udp_port)
+        try:
+            yield endpoints
+        finally:
+            http.shutdown()
+            http.server_close()
+            udp.stop()
+            for thread in threads:
+                thread.join(timeout=2)
+            network_log.close()
