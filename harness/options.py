@@ -39,6 +39,7 @@ class RunOptions:
     serial_log: Path | None = None
     follow_serial: bool = False
     raw_serial: bool = False
+    stop_on_stdin_eof: bool = False
     log_format: Literal["text", "json"] = "text"
 
     @property
@@ -129,7 +130,8 @@ def options_from_args(args: argparse.Namespace, **overrides: object) -> RunOptio
         enable_snd=args.enable_virtio_snd, snd_backend=args.virtio_snd_audio_backend,
         wav_path=args.virtio_snd_wav_path, audio_peak_threshold=args.audio_peak_threshold,
         audio_rms_threshold=args.audio_rms_threshold, out_dir=out_dir, serial_log=args.serial_log,
-        follow_serial=args.follow_serial, raw_serial=args.raw_serial, log_format=args.log_format,
+        follow_serial=args.follow_serial, raw_serial=args.raw_serial, stop_on_stdin_eof=args.stop_on_stdin_eof,
+        log_format=args.log_format,
     )
     values.update(overrides)
     return RunOptions(**values)  # type: ignore[arg-type]

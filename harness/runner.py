@@ -28,7 +28,8 @@ from harness.protocol import Record
 from harness.qemu.accel import abort_probes, choose_accel
 from harness.qemu.binary import QemuBinary, probe_qemu, qemu_img_for
 from harness.qemu.cmdline import render
-from harness.qemu.command import SND_DEVICE, QemuSpec, SoundSpec, build_argv
+from harness.qemu.capabilities import capabilities
+from harness.qemu.command import MACHINE, SND_DEVICE, QemuSpec, SoundSpec, build_argv
 from harness.qemu.extra import check_extra_args
 from harness.qemu.machine import QemuEndedEarly, QemuMachine, tail_of
 from harness.runtime import RUNTIME_PREFIX, make_runtime_dir, sweep_stale
@@ -91,6 +92,9 @@ def prepare(opts: RunOptions) -> Prepared:
     # below against its whole backing chain, which qemu-img reads.
     check_outputs(output_files(opts, None), Protected.of((opts.disk_image,)))
     qemu = probe_qemu(opts.qemu_system)
+    cpu_max = capabilities(qemu.path).max_cpus(MACHINE)
+    if cpu_max and opts.smp > cpu_max:
+        raise UsageError(f"--smp {opts.smp} is more than QEMU's {MACHINE} machine takes ({cpu_max} CPUs)")
     if opts.enable_snd and not qemu.has_device(SND_DEVICE):
         raise UsageError(f"QEMU {qemu.version_str} ({qemu.path}) has no {SND_DEVICE} device, needed by "
                          "--enable-virtio-snd (QEMU 8.2 or later has it; the Docker image ships one)")
@@ -151,6 +155,8 @@ class Session:
         self._interrupted: asyncio.Future[str] = loop.create_future()
         self._ending: asyncio.Future[Verdict] = loop.create_future()  # a watcher ends the run early
         restore = _install_signal_handlers(self._on_signal)
+        if opts.stop_on_stdin_eof:
+            restore = _watch_stdin(self._stop, restore)
         try:
             with lock_out_dir(opts.out_dir):
                 removed = clear_stale(opts.out_dir)
@@ -184,7 +190,7 @@ class Session:
             if self.printed is not None:
                 self.extra["interrupted_after"] = self.printed.line()
             verdict = Verdict("INTERRUPTED", ExitCode.INTERRUPTED,
-                              f"stopped by {self._interrupted.result()}; QEMU was shut down")
+                              f"stopped {self._interrupted.result()}; QEMU was shut down")
             self.printed = None
         elif self.printed is not None and verdict != self.printed:
             log.error("after the verdict was printed: %s", verdict.line())
@@ -199,14 +205,19 @@ class Session:
     # -- signals ----------------------------------------------------------------------------------
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        self._stop(f"by {sig.name}")
+
+    def _stop(self, why: str) -> None:
+        """Stop the run within a second (a signal, or the launcher's stdin closing); again: kill QEMU.
+        ``why`` completes "stopped ...": "by SIGTERM", "because ..."."""
         if not self._interrupted.done():
-            log.warning("%s received: shutting QEMU down", sig.name)
-            self._interrupted.set_result(sig.name)
+            log.warning("stopped %s: shutting QEMU down", why)
+            self._interrupted.set_result(why)
             abort_probes()
             if self.machine is not None:
                 self.machine.hurry()
             return
-        log.warning("%s received again: killing QEMU", sig.name)
+        log.warning("stopped %s again: killing QEMU", why)
         if self.machine is not None:
             self.machine.kill()
 
@@ -218,7 +229,7 @@ class Session:
             return task.result()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        raise InterruptedRun(f"stopped by {self._interrupted.result()} {during}")
+        raise InterruptedRun(f"stopped {self._interrupted.result()} {during}")
 
     def end_run(self, verdict: Verdict) -> None:
         """A watcher (QMP events, later the CONFIG checks) ends the run now with ``verdict``."""
@@ -242,7 +253,7 @@ class Session:
             log.info("QEMU command: %s", render(self.argv))
             with guest_services(opts.http_port, opts.http_path, opts.udp_port, opts.out_dir / HTTP_LOG):
                 if self._interrupted.done():
-                    raise InterruptedRun(f"stopped by {self._interrupted.result()} before QEMU started")
+                    raise InterruptedRun(f"stopped {self._interrupted.result()} before QEMU started")
                 verdict = await self._boot_and_watch(runtime_dir)
         finally:
             shutil.rmtree(runtime_dir, ignore_errors=True)
@@ -328,7 +339,7 @@ class Session:
             return judge(self.report, self.prepared.required)
         if self._interrupted in done:
             return Verdict("INTERRUPTED", ExitCode.INTERRUPTED,
-                           f"stopped by {self._interrupted.result()}; QEMU was shut down")
+                           f"stopped {self._interrupted.result()}; QEMU was shut down")
         if self._ending in done:
             return self._ending.result()
         if exited in done:
@@ -414,6 +425,35 @@ def _disk_error_verdict(data: dict[str, Any], disk: GuestDisk) -> Verdict:
     reason = data.get("reason") or "I/O error"
     return Verdict("INFRA", ExitCode.INFRA, f"the guest's disk hit an I/O error on the host ({reason}, {operation} "
                                             f"of {what}); QEMU paused the guest")
+
+
+def _watch_stdin(stop: Callable[[str], None], restore_before: Callable[[], None]) -> Callable[[], None]:
+    """Call ``stop`` once standard input reaches its end (--stop-on-stdin-eof)."""
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            stop("because standard input closed (the launcher went away)")
+
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError) as err:
+        restore_before()
+        raise UsageError(f"--stop-on-stdin-eof needs standard input to be a pipe or socket: {err}") from err
+
+    def restore() -> None:
+        loop.remove_reader(fd)
+        restore_before()
+
+    return restore
 
 
 def _install_signal_handlers(on_signal: Callable[[signal.Signals], None]) -> Callable[[], None]:

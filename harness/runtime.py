@@ -19,14 +19,25 @@ from pathlib import Path
 from harness.logsetup import get_logger
 
 RUNTIME_PREFIX = "aero-win7-harness-"
+SOCKET_PATH_ROOM = 90  # a Unix socket path holds 107 bytes; the folder leaves room for "/com1.sock" and co.
+FALLBACK_TMP = Path("/tmp")
 PROBE_PREFIX = "aero-kvm-probe-"
 _OWNED = re.compile(rf"^(?:{re.escape(RUNTIME_PREFIX)}|{re.escape(PROBE_PREFIX)})(\d+)-")
 log = get_logger("runtime")
 
 
+def _bases() -> list[Path]:
+    base = Path(tempfile.gettempdir())
+    return [base] if base == FALLBACK_TMP else [base, FALLBACK_TMP]
+
+
 def make_runtime_dir(prefix: str = RUNTIME_PREFIX) -> Path:
-    """A new private folder whose name says which process owns it."""
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    """A new private folder whose name says which process owns it; in /tmp when $TMPDIR is so long
+    that the Unix sockets inside would not fit their 108 bytes."""
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) + len(prefix) + 20 > SOCKET_PATH_ROOM:
+        base = FALLBACK_TMP
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
 
 
 def _alive(pid: int) -> bool:
@@ -39,14 +50,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(tmp: Path | None = None) -> list[Path]:
+def sweep_stale() -> list[Path]:
     """Remove this user's runtime folders whose owning process is gone; returns what was removed."""
-    base = Path(tmp or tempfile.gettempdir())
     removed: list[Path] = []
-    try:
-        entries = list(base.iterdir())
-    except OSError:
-        return removed
+    entries: list[Path] = []
+    for base in _bases():
+        try:
+            entries += list(base.iterdir())
+        except OSError:
+            continue
     uid = os.getuid()
     for entry in entries:
         match = _OWNED.match(entry.name)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.qemu.accel import probe_kvm
-from tests.conftest import PASSING, HarnessRun, lines
+from tests.conftest import PASSING, HarnessRun, lines, missing_prerequisite
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu", "no_stray_qemu")]
 Run = Callable[..., HarnessRun]
@@ -76,3 +79,73 @@ def test_the_probe_answer_is_remembered_per_boot_and_key(tmp_path: Path, monkeyp
     cache_file().write_text("{not json")
     monkeypatch.delenv("AERO_KVM_PROBE_CACHE")
     assert cached_probe({"qemu": "b"}, compute).reason == "slow nested KVM"  # a broken cache is re-probed
+
+
+def _as_other_user(action: Callable[[], object]) -> None:
+    """Run ``action`` in a forked child as the unprivileged user nobody; fail the test if it raises."""
+    pid = os.fork()
+    if pid == 0:  # child: only os._exit from here
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            action()
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - reported to the parent through the exit code
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_cache_another_user_could_write_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared XDG_CACHE_HOME: another user plants a "yes" (to force KVM) with text for our logs."""
+    from harness.qemu.accel import KvmProbe, boot_id, cache_file, cached_probe, PROBE_VERSION
+
+    if os.getuid() != 0:
+        missing_prerequisite("acting as two users needs root")  # CI runs as root
+    shared = Path(tempfile.mkdtemp(prefix="aero-shared-cache-"))  # reachable by another user, unlike tmp_path
+    shared.chmod(0o1777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    key = {"qemu": "a"}
+    planted = {"key": {**key, "boot_id": boot_id(), "probe": str(PROBE_VERSION)}, "usable": True,
+               "reason": "\x1b]0;owned\x07 forged", "seconds": 0.01, "at": 0}
+
+    def plant() -> None:
+        cache_file().parent.mkdir(mode=0o777, parents=True, exist_ok=True)
+        cache_file().parent.chmod(0o777)
+        cache_file().write_text(json.dumps(planted))
+
+    _as_other_user(plant)
+    try:
+        probe = cached_probe(key, lambda: KvmProbe(False, "probed for real", 6.0))
+    finally:
+        shutil.rmtree(shared)
+    assert (probe.usable, probe.reason) == (False, "probed for real")
+
+
+@pytest.mark.parametrize("entry", [
+    {"usable": "yes", "reason": "x", "seconds": 0.1},  # not a bool
+    {"usable": True, "reason": 5, "seconds": 0.1},  # not text
+    {"usable": True, "reason": "x", "seconds": float("nan")},
+    {"usable": True, "reason": "x", "seconds": -1},
+])
+def test_a_malformed_cache_entry_is_probed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 entry: dict[str, object]) -> None:
+    from harness.qemu.accel import KvmProbe, boot_id, cache_file, cached_probe, PROBE_VERSION
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key = {"qemu": "a"}
+    cached_probe(key, lambda: KvmProbe(False, "first", 1.0))  # makes the folder and file, privately
+    cache_file().write_text(json.dumps({"key": {**key, "boot_id": boot_id(), "probe": str(PROBE_VERSION)},
+                                        "at": time.time(), **entry}))
+    assert cached_probe(key, lambda: KvmProbe(False, "again", 1.0)).reason == "again"
+
+
+def test_a_cached_reason_is_shown_with_its_control_bytes_escaped(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.qemu.accel import KvmProbe, cache_file, cached_probe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached_probe({"qemu": "a"}, lambda: KvmProbe(False, "qemu said \x1b[31mno", 1.0))
+    assert cache_file().stat().st_mode & 0o077 == 0  # written privately
+    assert cached_probe({"qemu": "a"}, lambda: KvmProbe(True, "unused", 0.0)).reason == \
+        "qemu said \\x1b[31mno (cached for this boot)"

@@ -127,6 +127,7 @@ def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> N
     (("--timeout-seconds", "nan"), "--timeout-seconds must be a finite number greater than 0, not nan"),
     (("--memory-mb", str(1 << 30)), "is more than this host (or container) has"),
     (("--raw-serial",), "--raw-serial needs --follow-serial"),
+    (("--smp", "1000"), "--smp 1000 is more than QEMU's pc machine takes"),
     (("--serial-log", "/tmp/with\nnewline.log"), "--serial-log must not contain a newline"),
     (("--", "-daemonize"), "QEMU argument -daemonize is not allowed after --: it detaches QEMU"),
     (("--", "--daemonize"), "QEMU argument --daemonize is not allowed after --"),

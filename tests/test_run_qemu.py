@@ -234,3 +234,14 @@ def test_control_bytes_from_the_guest_leave_a_pass_a_pass(make_guest, run_harnes
     assert "\\x1b[31mred" in (run.out_dir / "junit.xml").read_text()
     assert "\x1b" not in run.stderr and "\x07" not in run.stderr  # the guest's bytes are shown, never obeyed
     assert "guest: AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|note=\\x01\\x1b[31mred\\x1b[0m" in run.stderr
+
+
+def test_a_long_message_arrives_over_com1_byte_for_byte(make_guest, run_harness: Run) -> None:
+    """The boot-sector guest waits for the UART like a real driver, so tests can replay long output."""
+    noise = b"".join(b"virtio-blk: free text line %04d with some words to make it long enough\r\n" % i
+                     for i in range(300))
+    message = noise + lines(*PASSING)
+    assert len(message) > 20_000
+    run = run_harness("--disk-image", make_guest(message), *TCG)
+    assert run.returncode == 0, run.stdout
+    assert (run.out_dir / "serial.log").read_bytes() == message

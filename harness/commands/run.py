@@ -58,6 +58,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                    help="stream COM1 to stdout while waiting (control bytes shown as \\xNN)")
     o.add_argument("--raw-serial", action="store_true",
                    help="with --follow-serial: pass COM1 through byte for byte, escape sequences included")
+    o.add_argument("--stop-on-stdin-eof", action="store_true",
+                   help="stop the run, as on SIGTERM, when standard input closes (a launcher keeps it open for "
+                        "as long as it lives, so the run cannot outlive it)")
     o.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="console log format; harness.log is always JSON (default: %(default)s)")
 

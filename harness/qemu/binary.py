@@ -34,7 +34,9 @@ class QemuBinary:
         return ".".join(str(n) for n in self.version)
 
     def has_device(self, name: str) -> bool:
-        return name in _device_names(self.path)
+        from harness.qemu.capabilities import capabilities  # late: it imports the runtime folder helpers
+
+        return capabilities(self.path).has_device(name)
 
 
 def resolve_executable(name_or_path: str, what: str) -> str:
@@ -71,12 +73,6 @@ def probe_qemu(name_or_path: str = DEFAULT_QEMU_SYSTEM) -> QemuBinary:
     major, minor, micro = (int(g) for g in match.groups()[:3])
     text = first.removeprefix("QEMU emulator version ").strip()
     return QemuBinary(path=path, version=(major, minor, micro), version_text=text)
-
-
-@functools.cache
-def _device_names(path: str) -> frozenset[str]:
-    proc = _run([path, "-machine", "none", "-nodefaults", "-device", "help"], "QEMU")
-    return frozenset(re.findall(r'^name "([^"]+)"', proc.stdout, flags=re.MULTILINE))
 
 
 def describe_default_qemu(name_or_path: str = DEFAULT_QEMU_SYSTEM) -> str:

@@ -8,7 +8,8 @@ that the boot sector loads with BIOS ``int 13h``. The code walks the path every 
 walks: real mode, 32-bit protected mode, paging with PAE, EFER.LME through ``wrmsr``, 64-bit long
 mode. A nested KVM that cannot really run guests fails on that path, as Linux and Windows would
 (seen: a hang right after real mode, "failed to set MSR"). In long mode it writes the message to
-the 16550 UART at 0x3F8, then ends as asked.
+the 16550 UART at 0x3F8, byte by byte as the UART takes them (so long messages arrive whole), then
+ends as asked.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ MAX_EXTRA_SECTORS = 60  # one int 13h read, staying below 0x10000
 MIN_IMAGE_BYTES = 1 << 20  # SeaBIOS does not boot a virtio-blk disk of a single sector
 _PAGE_TABLES = 0x1000  # PML4 at 0x1000, PDPT at 0x2000, PD at 0x3000 (free low memory)
 _COM1 = 0x3F8
+_LSR = 5  # line status register, relative to the UART's base port
+_LSR_THRE = 0x20  # transmit holding register empty
 _PM1A_CNT = 0x604  # ACPI PM1a control port that SeaBIOS sets up on QEMU's pc and q35 machines
 _SLP_EN_S5 = 0x2000  # SLP_EN with SLP_TYP 0: QEMU's S5 (soft off)
 _EFER = 0xC0000080
@@ -107,8 +110,14 @@ def _emit_long_mode(asm: _Asm, ending: Ending, spin: int) -> None:
         asm.emit(0xB9, struct.pack("<I", spin), 0xFF, 0xC9, 0x75, 0xFC)  # mov ecx, spin; dec ecx; jnz
     asm.emit(0xBE)  # mov esi, message (zero-extended into rsi)
     asm.addr("message", "<I")
+    # Each byte waits for the UART's transmit holding register to be empty (line status bit 5), as
+    # a real driver does: without that wait, bytes are lost once COM1's backend falls behind.
+    asm.emit(0xAC, 0x84, 0xC0, 0x74, 0x14)  # next: lodsb; test al, al; jz done
+    asm.emit(0x88, 0xC4)  # mov ah, al
+    asm.emit(0x66, 0xBA, struct.pack("<H", _COM1 + _LSR))  # mov dx, COM1 + LSR
+    asm.emit(0xEC, 0xA8, _LSR_THRE, 0x74, 0xFB)  # wait: in al, dx; test al, THRE; jz wait
     asm.emit(0x66, 0xBA, struct.pack("<H", _COM1))  # mov dx, COM1
-    asm.emit(0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8)  # lodsb; test; jz +3; out dx, al; jmp
+    asm.emit(0x88, 0xE0, 0xEE, 0xEB, 0xE7)  # mov al, ah; out dx, al; jmp next  (done:)
     if ending is Ending.POWEROFF:
         asm.emit(0x66, 0xBA, struct.pack("<H", _PM1A_CNT), 0x66, 0xB8, struct.pack("<H", _SLP_EN_S5))
         asm.emit(0x66, 0xEF)  # out dx, ax

@@ -9,6 +9,7 @@ from typing import Literal
 from harness.disk import GuestDisk
 from harness.qemu.cmdline import opts
 
+MACHINE = "pc"
 SND_DEVICE = "virtio-sound-pci"
 SND_MIN_VERSION = (8, 2, 0)
 
@@ -43,7 +44,7 @@ def build_argv(spec: QemuSpec) -> list[str]:
     argv = [
         spec.qemu,
         "-name", "aero-win7-harness",
-        "-machine", "pc",
+        "-machine", MACHINE,
         *_accel_args(spec.accel),
         "-m", str(spec.memory_mb),
         "-smp", str(spec.smp),

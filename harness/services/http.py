@@ -179,6 +179,7 @@ class SelftestHandler(BaseHTTPRequestHandler):
 class SelftestHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True  # TIME_WAIT from a previous run must not block the port
+    request_queue_size = 64  # listen backlog: a burst of connections is accepted (and refused) at once
 
     def __init__(self, host: str, port: int, http_path: str, network_log: NetworkLog) -> None:
         self.small_path = http_path
