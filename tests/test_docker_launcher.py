@@ -52,8 +52,10 @@ done
 echo "fake harness on stderr" >&2
 case "$path" in
     /exit/*) code="${path#/exit/}" ;;
-    /sleep) trap 'echo "FAIL: INTERRUPTED: stopped by SIGINT"; exit 130' INT
-            echo "sleeping"; while :; do sleep 0.1; done ;;
+    /sleep) trap 'echo "FAIL: INTERRUPTED: stopped by a signal"; exit 130' INT TERM
+            echo "sleeping"
+            exec 3<&0; cat <&3 >/dev/null & wait $!  # until the launcher's end of stdin closes (or a signal)
+            echo "FAIL: INTERRUPTED: stopped because standard input closed"; exit 130 ;;
     *) code=0 ;;
 esac
 if [ "$code" = 0 ]; then echo "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"; else echo "FAIL: SELFTEST_FAILED: fake exit $code"; fi
@@ -133,10 +135,12 @@ def test_pass_streams_output_and_returns_0(fake_image: str, tmp_path: Path, disk
     assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
     assert "fake harness on stderr" in proc.stderr
     seen = (out / "fake.txt").read_text()
-    assert f"uid={os.getuid()} gid={os.getgid()}" in seen
-    assert "args=run --disk-image /images/win7.qcow2 --accel tcg --timeout-seconds 30.0 --out-dir /out -- -smp 1" in seen
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() else (10001, 10001)  # root: the image's own user
+    assert f"uid={uid} gid={gid}" in seen
+    assert ("args=run --stop-on-stdin-eof --disk-image /images/win7.qcow2 --accel tcg --timeout-seconds 30.0 "
+            "--out-dir /out -- -smp 1") in seen
     assert "images=ro" in seen and "kvm=no" in seen
-    assert (out / "fake.txt").stat().st_uid == os.getuid()
+    assert (out / "fake.txt").stat().st_uid == uid
 
 
 @pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6])
@@ -179,7 +183,8 @@ def test_ctrl_c_stops_and_removes_the_container(engine: docker.DockerClient, fak
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "sleeping"  # the container is running
-        running = engine.containers.list(filters={"label": FAKE_LABEL, "ancestor": fake_image})
+        running = [c for c in engine.containers.list(filters={"label": FAKE_LABEL, "ancestor": fake_image})
+                   if c.labels.get(f"{FAKE_LABEL}.pid") == str(proc.pid)]
         assert len(running) == 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -190,3 +195,106 @@ def test_ctrl_c_stops_and_removes_the_container(engine: docker.DockerClient, fak
     assert out.splitlines()[-1].startswith("FAIL: INTERRUPTED")
     with pytest.raises(docker.errors.NotFound):
         engine.containers.get(str(running[0].id))
+
+
+def _ours(engine: docker.DockerClient) -> list[docker.models.containers.Container]:
+    return engine.containers.list(all=True, filters={"label": FAKE_LABEL})
+
+
+def test_a_killed_launcher_takes_its_container_down_and_the_next_one_removes_it(
+        engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
+                             "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sleeping"
+    (box,) = [c for c in _ours(engine) if c.labels.get(f"{FAKE_LABEL}.pid") == str(proc.pid)]
+    proc.kill()  # kill -9: no cleanup of its own
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        box.reload()
+        if box.status == "exited":
+            break
+        time.sleep(0.2)
+    assert box.status == "exited"  # its stdin closed with the launcher: the harness stopped
+    assert box.attrs["State"]["ExitCode"] == 130
+    launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(tmp_path / "o2"))
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(str(box.id))  # swept by the next launcher
+
+
+def test_a_container_stopped_from_outside_is_infra_not_an_interrupt(engine: docker.DockerClient, fake_image: str,
+                                                                   tmp_path: Path, disk: Path) -> None:
+    """What a Docker engine restart does to a running container (SIGTERM), without restarting it."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
+                             "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sleeping"
+    (box,) = [c for c in _ours(engine) if c.labels.get(f"{FAKE_LABEL}.pid") == str(proc.pid)]
+    box.kill(signal="SIGTERM")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 6, out + err
+    assert out.splitlines()[-1] == ("FAIL: INFRA: the container was stopped from outside (a Docker engine restart, "
+                                    "docker stop or docker kill) before the run ended")
+    assert [line for line in (out + err).splitlines() if "FAIL:" in line and "INFRA" in line] == [out.splitlines()[-1]]
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(str(box.id))
+
+
+def test_a_network_that_does_not_exist_is_one_usage_line(fake_image: str, tmp_path: Path, disk: Path) -> None:
+    proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir",
+                    str(tmp_path / "out"), "--network", "nonet")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stdout.splitlines()) == 1 and proc.stdout.startswith("FAIL: USAGE: ")
+    assert "nonet" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_colons_and_commas_in_paths_reach_the_container(fake_image: str, tmp_path: Path) -> None:
+    disk = tmp_path / "win7:sp1,x64" / "disk:1,a.qcow2"
+    disk.parent.mkdir()
+    disk.write_bytes(b"not really an image\n")
+    disk.chmod(0o644)
+    out = tmp_path / "out:put,1"
+    proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(out),
+                    "--engine-attempts", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--disk-image /images/disk:1,a.qcow2" in (out / "fake.txt").read_text()
+
+
+def _dockerd_pid() -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "dockerd":
+                    return int(entry.name)
+            except OSError:
+                continue
+    missing_prerequisite("no dockerd process on this machine to freeze (the engine is remote)")
+
+
+def test_an_engine_gone_longer_than_the_retries_is_one_line_and_the_container_goes(
+        engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
+    """dockerd frozen (SIGSTOP) mid-run: every engine call times out, past the retries."""
+    dockerd = _dockerd_pid()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
+                             "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep",
+                             "--engine-timeout", "2", "--engine-attempts", "2", "--engine-backoff", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sleeping"
+    (box,) = [c for c in _ours(engine) if c.labels.get(f"{FAKE_LABEL}.pid") == str(proc.pid)]
+    os.kill(dockerd, signal.SIGSTOP)
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        os.kill(dockerd, signal.SIGCONT)
+    assert proc.returncode == 6, out + err
+    fail_lines = [line for line in (out + err).splitlines() if "FAIL:" in line]
+    assert fail_lines == [out.splitlines()[-1]] and fail_lines[0].startswith("FAIL: INFRA: Docker engine at ")
+    assert "the next aero-win7-docker run removes it" in err
+    # The engine is back: the removal it was sent is carried out late, or the next launcher's sweep does it.
+    launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(tmp_path / "o2"))
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(str(box.id))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
+import struct
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -14,6 +18,7 @@ import requests
 from harness.errors import InfraError, UsageError
 from harness.launcher import cli, container, kvm, mounts
 from harness.launcher.retry import NameConflict, RetryPolicy, call, is_transient, short_reason
+from tests.conftest import missing_prerequisite
 
 FAST = RetryPolicy(attempts=3, backoff_s=0.001, max_backoff_s=0.002)
 
@@ -54,18 +59,61 @@ def test_run_flags_are_passed_with_container_paths(disk: Path, tmp_path: Path) -
     assert argv[-3:] == ["--", "-smp", "1"]
     assert "--image" not in argv and "--engine-attempts" not in argv  # launcher options stay outside
     assert "--memory-mb" not in argv  # defaults are not repeated
-    assert plan.volumes() == [f"{disk.parent}:/images:ro", f"{out.resolve()}:/out:rw"]
+    assert plan.describe() == [f"{disk.parent} -> /images (ro)", f"{out.resolve()} -> /out (rw)"]
+    assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in plan.docker_mounts()] == [
+        (str(disk.parent), "/images", True), (str(out.resolve()), "/out", False)]
 
 
-def test_output_files_map_into_out_or_get_their_own_mount(disk: Path, tmp_path: Path) -> None:
+def test_output_files_must_lie_in_the_output_folder(disk: Path, tmp_path: Path) -> None:
+    """Only the output folder is mounted writable: never a file's own folder (/ for /x.wav, /etc...)."""
     out = tmp_path / "out"
-    elsewhere = tmp_path / "logs" / "com1.log"
     _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out),
-                      "--virtio-snd-wav-path", str(out / "a" / "snd.wav"), "--serial-log", str(elsewhere)])
+                      "--virtio-snd-wav-path", str(out / "a" / "snd.wav"), "--serial-log", str(out / "com1.log")])
     plan, paths = mounts.plan_run(args)
     assert paths["virtio_snd_wav_path"] == PurePosixPath("/out/a/snd.wav")
-    assert paths["serial_log"] == PurePosixPath("/outputs/0/com1.log")
-    assert f"{elsewhere.parent}:/outputs/0:rw" in plan.volumes()
+    assert paths["serial_log"] == PurePosixPath("/out/com1.log")
+    assert len(plan.mounts) == 2
+    for flag, value in (("--serial-log", "/etc/x.log"), ("--virtio-snd-wav-path", "/x.wav"),
+                        ("--serial-log", str(tmp_path / "logs" / "com1.log")), ("--serial-log", str(out))):
+        _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out), flag, value])
+        with pytest.raises(UsageError, match=f"{flag} .* lies outside the output folder"):
+            mounts.plan_run(args)
+
+
+def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) -> None:
+    disk = tmp_path / "win7:sp1,x64" / "disk:1,a.qcow2"
+    disk.parent.mkdir()
+    disk.write_bytes(b"QFI\xfb")
+    out = tmp_path / "out:put,1"
+    _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
+    plan, paths = mounts.plan_run(args)
+    assert paths["disk_image"] == PurePosixPath("/images/disk:1,a.qcow2")
+    assert [m["Source"] for m in plan.docker_mounts()] == [str(disk.parent), str(out.resolve())]
+
+
+def test_a_root_caller_hands_the_output_folder_to_the_images_user(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller hands the folder over")  # CI runs as root
+    images = Path(tempfile.mkdtemp(prefix="aero-images-"))  # reachable by others, unlike tmp_path
+    try:
+        images.chmod(0o755)
+        disk = images / "win7.qcow2"
+        disk.write_bytes(b"QFI\xfb")
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "results.json").write_text("{}")  # a root run's leftover
+        (out / "mine.txt").write_text("not the harness's")
+        _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
+        plan, paths = mounts.plan_run(args)
+        disk.chmod(0o600)
+        with pytest.raises(UsageError, match="not readable by the container's user"):
+            mounts.hand_over(plan, paths, mounts.IMAGE_USER)
+        disk.chmod(0o644)
+        mounts.hand_over(plan, paths, mounts.IMAGE_USER)
+        assert (out.stat().st_uid, (out / "results.json").stat().st_uid) == (10001, 10001)
+        assert (out / "mine.txt").stat().st_uid == 0  # only the harness's own files
+    finally:
+        shutil.rmtree(images)
 
 
 def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) -> None:
@@ -75,7 +123,7 @@ def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) ->
     _, args = _parse(["--disk-image", str(disk), "--out-dir", str(tmp_path), "--serial-log",
                       str(tmp_path / "win7-serial.log")])
     plan, paths = mounts.plan_run(args)
-    assert plan.volumes() == [f"{tmp_path}:/images:ro", f"{tmp_path}:/out:rw"]
+    assert plan.describe() == [f"{tmp_path} -> /images (ro)", f"{tmp_path} -> /out (rw)"]
     assert (paths["disk_image"], paths["serial_log"]) == (PurePosixPath("/images/win7.qcow2"),
                                                          PurePosixPath("/out/win7-serial.log"))
 
@@ -244,8 +292,7 @@ class FakeContainer:
         self.waits = 0
         self.started = 0
 
-    def attach(self, **kwargs: Any) -> Any:
-        return iter([(b"PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS\n" if self.code == 0 else b"FAIL: X: y\n", None)])
+    id = "fake"
 
     def start(self) -> None:
         self.started += 1
@@ -278,9 +325,20 @@ class FakeClient:
     def remove_container(self, name: str, force: bool = False) -> None:  # api.remove_container
         self.removed.append(name)
 
+    def list(self, **kwargs: Any) -> list[object]:  # containers.list: no leftovers
+        return []
+
+    def attach_socket(self, container: str, params: dict[str, int]) -> Any:  # api.attach_socket
+        """A real socket carrying the engine's framed stdout, then its end."""
+        ours, theirs = socket.socketpair()
+        line = b"PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS\n" if self.box.code == 0 else b"FAIL: X: y\n"
+        theirs.sendall(struct.pack(">BxxxL", 1, len(line)) + line)
+        theirs.close()
+        return ours
+
 
 def _spec(image: str = "img:1") -> container.ContainerSpec:
-    return container.ContainerSpec(image=image, command=["run"], user="1000:1000", volumes={})
+    return container.ContainerSpec(image=image, command=["run"], user="1000:1000", mounts=[])
 
 
 @pytest.mark.parametrize("code", [0, 1, 3, 4, 5])
@@ -322,6 +380,8 @@ def test_container_is_hardened() -> None:
     assert kwargs["cap_drop"] == ["ALL"]
     assert kwargs["network_mode"] == "none"
     assert kwargs["user"] == "1000:1000"
+    assert kwargs["stdin_open"] is True and kwargs["detach"] is False  # StdinOnce: the launcher's lifeline
+    assert kwargs["labels"][container.LABEL_PID] == str(os.getpid())
 
 
 def test_out_dir_defaults_like_the_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

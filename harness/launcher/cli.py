@@ -4,7 +4,8 @@
     aero-win7-docker [LAUNCHER OPTIONS] selfcheck [RUN FLAGS]
 
 The disk image's folder is mounted read-only at /images, the output folder (--out-dir, default
-./out) read-write at /out; the container runs as the caller's uid:gid.
+./out) read-write at /out; the container runs as the caller's uid:gid, or as the image's own
+non-root user when the caller is root.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
                       for a in g._group_actions}
     argv: list[str] = []
     for action in parser._actions:
-        if not action.option_strings or action.dest in launcher_dests or action.dest in ("help", "version"):
+        if not action.option_strings or action.dest in launcher_dests or action.dest in ("help", "version", "stop_on_stdin_eof"):
             continue
         option = action.option_strings[0]
         if action.dest in paths:
@@ -115,6 +116,9 @@ def launch(argv: list[str]) -> int:
         raise UsageError("--qemu-system does not apply: the container brings its own QEMU "
                          "(pass an image with another QEMU through --image)")
     plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else mounts.IMAGE_USER
+    if os.getuid() == 0:
+        mounts.hand_over(plan, paths, (uid, gid))
     file_log = add_file_log(mounts.default_out_dir(args.out_dir) / LAUNCHER_LOG)
     try:
         policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
@@ -124,9 +128,9 @@ def launch(argv: list[str]) -> int:
             kvm.log_decision(passthrough)
             spec = ContainerSpec(
                 image=args.image,
-                command=[subcommand, *harness_argv(parser, args, paths)],
-                user=f"{os.getuid()}:{os.getgid()}",
-                volumes=plan.volumes(),
+                command=[subcommand, "--stop-on-stdin-eof", *harness_argv(parser, args, paths)],
+                user=f"{uid}:{gid}",
+                mounts=plan.docker_mounts(),
                 devices=passthrough.devices,
                 group_add=passthrough.group_add,
                 network_mode=args.network,
@@ -135,8 +139,8 @@ def launch(argv: list[str]) -> int:
             return run_container(client, spec, policy)
         finally:
             client.close()
-    except HarnessError as err:
-        log.error("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
+    except HarnessError as err:  # printed once, on stdout, by guarded(); the file log keeps it with its token
+        log.debug("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
         raise
     finally:
         remove_handler(file_log)

@@ -1,22 +1,36 @@
-"""Host paths -> bind mounts, and the harness arguments rewritten to the container's paths."""
+"""Host paths -> bind mounts, and the harness arguments rewritten to the container's paths.
+
+Two folders are mounted, no more: the disk image's folder read-only at /images, and the output
+folder read-write at /out. Every other output path (``--serial-log``, ``--virtio-snd-wav-path``)
+must lie inside the output folder: mounting a file's own folder read-write would hand the
+container ``/`` or ``/etc`` for ``--serial-log /etc/x.log``. Mounts go through the engine's
+structured mount API, so a ``:`` or ``,`` in a host path is just a character.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from docker.types import Mount
+
 from harness.disk import read_image_head
 from harness.errors import UsageError
-from harness.options import OUT_DIR_ENV
+from harness.options import default_out_dir as harness_default_out_dir
+from harness.outputs import (HARNESS_LOG, HTTP_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
+                             SCREENSHOT, SERIAL_LOG, WAV, check_path_text)
 
 IMAGES_DIR = PurePosixPath("/images")
 OUT_DIR = PurePosixPath("/out")
-EXTRA_OUTPUTS_DIR = PurePosixPath("/outputs")
+IMAGE_USER = (10001, 10001)  # the image's own user (Dockerfile): what a root caller's container runs as
 
-# Options of `run` whose values are host paths of files the harness writes.
-OUTPUT_FILE_DESTS = ("serial_log", "virtio_snd_wav_path")
+# Options of `run` whose values are host paths of files the harness writes, with their flags.
+OUTPUT_FILE_DESTS = {"serial_log": "--serial-log", "virtio_snd_wav_path": "--virtio-snd-wav-path"}
+HARNESS_FILES = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
+                 OVERLAY, LOCK, "launcher.log")
 
 
 @dataclass(frozen=True)
@@ -25,9 +39,11 @@ class BindMount:
     container: PurePosixPath
     read_only: bool
 
-    def as_volume(self) -> str:
-        """The docker-py ``volumes`` entry of this mount (``host:container:mode``)."""
-        return f"{self.host}:{self.container}:{'ro' if self.read_only else 'rw'}"
+    def as_mount(self) -> Mount:
+        return Mount(target=str(self.container), source=str(self.host), type="bind", read_only=self.read_only)
+
+    def describe(self) -> str:
+        return f"{self.host} -> {self.container} ({'ro' if self.read_only else 'rw'})"
 
 
 @dataclass
@@ -43,46 +59,49 @@ class MountPlan:
         self.mounts.append(BindMount(host, container, read_only))
         return container
 
-    def volumes(self) -> list[str]:
-        """One entry a mount: a list, because one host folder may be mounted twice (the image's
-        folder read-only at /images and, when it is also the output folder, read-write at /out)."""
-        return [mount.as_volume() for mount in self.mounts]
+    def docker_mounts(self) -> list[Mount]:
+        """A list, because one host folder may be mounted twice (the image's folder read-only at
+        /images and, when it is also the output folder, read-write at /out)."""
+        return [mount.as_mount() for mount in self.mounts]
+
+    def describe(self) -> list[str]:
+        return [mount.describe() for mount in self.mounts]
 
 
 def disk_image_file(path: Path) -> Path:
     """The real file behind ``--disk-image``; UsageError (exit 2) when it is missing or unreadable."""
+    check_path_text("--disk-image", path)
     read_image_head(path)  # the harness's own checks; they need no QEMU on this host
     return path.resolve()
 
 
 def default_out_dir(path: Path | None) -> Path:
-    """``--out-dir`` on the host: as given, else $AERO_OUT_DIR, else ./out (as the harness does)."""
-    if path is not None:
-        return path
-    return Path(os.environ.get(OUT_DIR_ENV) or "out")
+    """``--out-dir`` on the host: as given, else as the harness decides ($AERO_OUT_DIR, else ./out)."""
+    return path if path is not None else harness_default_out_dir()
 
 
 def output_dir(path: Path) -> Path:
     """Create the output folder as the caller (so that it is the caller's, not the engine's)."""
+    check_path_text("--out-dir", path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create the output folder {path}: {err.strerror}") from err
     real = path.resolve()
+    if not real.is_dir():
+        raise UsageError(f"--out-dir is not a directory: {path}")
     if not os.access(real, os.W_OK | os.X_OK):
         raise UsageError(f"the output folder is not writable: {path}")
     return real
 
 
-def _output_file(plan: MountPlan, out_host: Path, path: Path) -> PurePosixPath:
-    """Container path of an output file: under /out when it lies in the output folder, else its
-    own folder is mounted read-write under /outputs."""
+def _inside_out_dir(flag: str, path: Path, out_host: Path) -> PurePosixPath:
+    check_path_text(flag, path)
     target = path.parent.resolve() / path.name
-    if target.is_relative_to(out_host):
-        return OUT_DIR.joinpath(*target.relative_to(out_host).parts)
-    folder = output_dir(target.parent)
-    index = sum(1 for m in plan.mounts if m.container.parent == EXTRA_OUTPUTS_DIR)
-    return plan.add(folder, EXTRA_OUTPUTS_DIR / str(index), read_only=False) / target.name
+    if not target.is_relative_to(out_host) or target == out_host:
+        raise UsageError(f"{flag} {path} lies outside the output folder {out_host}: in the container only that "
+                         "folder can be written; put the file inside --out-dir")
+    return OUT_DIR.joinpath(*target.relative_to(out_host).parts)
 
 
 def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
@@ -94,9 +113,43 @@ def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPa
         paths["disk_image"] = plan.add(disk.parent, IMAGES_DIR, read_only=True) / disk.name
     out_host = output_dir(default_out_dir(args.out_dir))
     paths["out_dir"] = plan.add(out_host, OUT_DIR, read_only=False)
-    for dest in OUTPUT_FILE_DESTS:
+    for dest, flag in OUTPUT_FILE_DESTS.items():
         value: Path | None = getattr(args, dest, None)
         if value is not None:
-            paths[dest] = _output_file(plan, out_host, value)
+            paths[dest] = _inside_out_dir(flag, value, out_host)
     return plan, paths
 
+
+def _readable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid:gid`` may read ``path`` once its folder is mounted (the folders above it on the
+    host do not matter then: the engine mounts it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
+def hand_over(plan: MountPlan, paths: dict[str, PurePosixPath], user: tuple[int, int]) -> None:
+    """For a root caller, whose container runs as the image's user: the output folder and the
+    harness's files in it become that user's, and the image must be readable by it."""
+    uid, gid = user
+    for mount in plan.mounts:
+        if mount.container == OUT_DIR:
+            for path in [mount.host, *(mount.host / name for name in HARNESS_FILES)]:
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) != (uid, gid):
+                    os.chown(path, uid, gid)
+        elif mount.container == IMAGES_DIR and "disk_image" in paths:
+            image = mount.host / paths["disk_image"].name
+            if not _readable_by(image, uid, gid):
+                raise UsageError(f"the disk image {image} is not readable by the container's user (uid {uid}), "
+                                 "which a root caller's container runs as: make it readable by others "
+                                 "(chmod o+r) or run aero-win7-docker as a normal user")
