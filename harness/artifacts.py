@@ -13,6 +13,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 from harness import __version__
 from harness.outputs import JUNIT, RESULTS, write_atomically
 from harness.protocol import Status
+from harness.rules import token_base
 from harness.textsafe import visible, visible_lines
 from harness.verdict import GuestReport, Verdict
 
@@ -63,14 +64,15 @@ def _case_for_test(name: str, run: RunRecord) -> TestCase:
     detail = visible(outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items()))
     required = name in run.required
     if outcome.status is Status.FAIL:
-        case.result = [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", "TEST_FAILED")]
+        case.result = [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", f"{token_base(shown)}_FAILED")]
     elif outcome.status is Status.SKIP:
         if required:
-            case.result = [Failure(f"required test skipped{': ' + detail if detail else ''}", "TEST_SKIPPED")]
+            case.result = [Failure(f"required test skipped{': ' + detail if detail else ''}",
+                                   f"{token_base(shown)}_SKIPPED")]
         else:
             case.result = [Skipped(detail or "skipped by the guest")]
     elif not outcome.status.is_final:
-        case.result = [Failure(f"no final status (last: {outcome.status.value})", "MISSING_TEST_MARKER")]
+        case.result = [Failure(f"no final status (last: {outcome.status.value})", f"MISSING_{token_base(shown)}")]
     case.system_out = visible_lines("\n".join([f"status={outcome.status.value}",
                                                 *(f"{k}={v}" for k, v in outcome.fields.items()), *outcome.notes]))
     return case
@@ -83,7 +85,7 @@ def junit_document(run: RunRecord) -> JUnitXml:
     for name in run.required:
         if name not in run.report.tests:
             missing = TestCase(name, classname=SUITE_NAME)
-            missing.result = [Failure(f"no TEST marker for required test {name}", "MISSING_TEST_MARKER")]
+            missing.result = [Failure(f"no TEST marker for required test {name}", f"MISSING_{token_base(name)}")]
             suite.add_testcase(missing)
     overall = TestCase("overall", classname=SUITE_NAME, time=round(run.duration_s, 3))
     if not run.verdict.passed:

@@ -11,6 +11,7 @@ from types import ModuleType
 from harness import __version__
 from harness.entry import guarded
 from harness.errors import ExitCode
+from harness.usage import UsageParser
 from harness.logsetup import setup_console
 
 # name -> module under harness.commands; the first is the default subcommand.
@@ -21,15 +22,6 @@ SUBCOMMANDS: dict[str, str] = {
     "install": "harness.commands.install",
 }
 DEFAULT_SUBCOMMAND = "run"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as the contract's one USAGE line (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"FAIL: USAGE: {message}", flush=True)
-        raise SystemExit(ExitCode.USAGE)
 
 
 def _load(name: str) -> ModuleType:
@@ -43,7 +35,7 @@ def _version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="aero-win7-harness",
         allow_abbrev=False,
         description="Boot a prepared Windows 7 virtio test image under QEMU and return a PASS/FAIL verdict.",
@@ -51,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'aero-win7-harness --disk-image X' means 'aero-win7-harness run --disk-image X'.",
     )
     parser.add_argument("--version", action="store_true", help="print the harness and QEMU versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     for name in SUBCOMMANDS:
         module = _load(name)
         module.configure(sub.add_parser(name, help=module.HELP, description=module.HELP))

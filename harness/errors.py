@@ -67,3 +67,20 @@ class InterruptedRun(HarnessError):
 
     exit_code = ExitCode.INTERRUPTED
     token = "INTERRUPTED"
+
+
+class PciPreflightFailed(HarnessError):
+    """A virtio function is not what the layout wants (found by query-pci before the guest ran)."""
+
+    exit_code = ExitCode.INFRA
+    token = "QEMU_PCI_PREFLIGHT_FAILED"
+
+
+class QmpActionFailed(HarnessError):
+    """QEMU refused a host action's QMP command; the token names the action (QMP_<ACTION>_FAILED)."""
+
+    exit_code = ExitCode.INFRA
+
+    def __init__(self, action: str, detail: str) -> None:
+        super().__init__(detail)
+        self.token = f"QMP_{action.upper().replace('-', '_')}_FAILED"

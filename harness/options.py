@@ -1,4 +1,5 @@
-"""Run options: the validated form of the ``run`` flags."""
+"""Run options: the validated form of the ``run`` flags. The device families' own flags live with
+each family (``harness/devices``); these are the run's."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harness.devices import Device, Layout, default_devices, devices_from_args
 from harness.errors import UsageError
-from harness.outputs import SERIAL_LOG, WAV, check_path_text
+from harness.outputs import SERIAL_LOG, check_path_text
 
 OUT_DIR_ENV = "AERO_OUT_DIR"  # the container sets it to /out
 
@@ -27,14 +29,12 @@ class RunOptions:
     timeout_s: float = 600.0
     dry_run: bool = False
     qemu_extra: tuple[str, ...] = field(default_factory=tuple)
-    http_port: int = 18080
-    http_path: str = "/aero-virtio-selftest"
-    udp_port: int = 18081
-    enable_snd: bool = False
-    snd_backend: Literal["none", "wav"] = "none"
-    wav_path: Path | None = None
-    audio_peak_threshold: int = 200
-    audio_rms_threshold: float = 50.0
+    layout: Layout = Layout.CONTRACT
+    msix_vectors: int | None = None
+    disable_msix: bool = False
+    require_irq: Literal["intx", "msi"] | None = None
+    pci_preflight: bool = True
+    devices: tuple[Device, ...] = field(default_factory=default_devices)
     out_dir: Path = Path("out")
     serial_log: Path | None = None
     follow_serial: bool = False
@@ -46,16 +46,13 @@ class RunOptions:
     def serial_log_path(self) -> Path:
         return self.serial_log if self.serial_log is not None else self.out_dir / SERIAL_LOG
 
-    @property
-    def wav_capture_path(self) -> Path | None:
-        if not self.enable_snd or self.snd_backend != "wav":
-            return None
-        return self.wav_path if self.wav_path is not None else self.out_dir / WAV
+    def device(self, kind: type[Device]) -> Device:
+        return next(d for d in self.devices if isinstance(d, kind))
 
     def check(self) -> None:
         """The checks that need no file system or QEMU; UsageError on the first problem."""
         for flag, path in (("--disk-image", self.disk_image), ("--out-dir", self.out_dir),
-                           ("--serial-log", self.serial_log), ("--virtio-snd-wav-path", self.wav_path)):
+                           ("--serial-log", self.serial_log)):
             if path is not None:
                 check_path_text(flag, path)
         if not math.isfinite(self.timeout_s) or not self.timeout_s > 0:
@@ -67,19 +64,18 @@ class RunOptions:
             raise UsageError(f"--memory-mb {self.memory_mb} is more than this host (or container) has: {host_mb} MB")
         if self.smp < 1:
             raise UsageError(f"--smp must be at least 1, not {self.smp}")
-        for flag, port in (("--http-port", self.http_port), ("--udp-port", self.udp_port)):
-            if not 1 <= port <= 65535:
-                raise UsageError(f"{flag} must be between 1 and 65535, not {port}")
-        if not self.http_path.startswith("/") or any(c.isspace() for c in self.http_path):
-            raise UsageError(f"--http-path must start with '/' and hold no spaces: {self.http_path!r}")
         if self.snapshot and self.write_to_image:
             raise UsageError("--snapshot and --write-to-image exclude each other")
-        if self.snd_backend == "wav" and not self.enable_snd:
-            raise UsageError("--virtio-snd-audio-backend wav needs --enable-virtio-snd")
-        if self.wav_path is not None and self.wav_capture_path is None:
-            raise UsageError("--virtio-snd-wav-path needs --enable-virtio-snd --virtio-snd-audio-backend wav")
         if self.raw_serial and not self.follow_serial:
             raise UsageError("--raw-serial needs --follow-serial")
+        if self.msix_vectors is not None:
+            from harness.devices.base import MAX_VECTORS
+
+            if not 0 <= self.msix_vectors <= MAX_VECTORS:
+                raise UsageError(f"--virtio-msix-vectors must be between 0 and {MAX_VECTORS}, not {self.msix_vectors}")
+            if self.disable_msix:
+                raise UsageError("--virtio-disable-msix and --virtio-msix-vectors exclude each other "
+                                 "(INTx only means vectors=0)")
 
 
 def host_memory_mb() -> int | None:
@@ -122,14 +118,16 @@ def _extra(args: argparse.Namespace) -> tuple[str, ...]:
 
 def options_from_args(args: argparse.Namespace, **overrides: object) -> RunOptions:
     out_dir = args.out_dir if args.out_dir is not None else default_out_dir()
+    require_irq = "intx" if args.require_intx else "msi" if args.require_msi else None
+    if args.require_intx and args.require_msi:
+        raise UsageError("--require-intx and --require-msi exclude each other")
     values: dict[str, object] = dict(
         disk_image=args.disk_image, qemu_system=args.qemu_system, snapshot=args.snapshot,
         write_to_image=args.write_to_image, memory_mb=args.memory_mb, smp=args.smp, accel=args.accel,
         timeout_s=args.timeout_seconds, dry_run=args.dry_run, qemu_extra=_extra(args),
-        http_port=args.http_port, http_path=args.http_path, udp_port=args.udp_port,
-        enable_snd=args.enable_virtio_snd, snd_backend=args.virtio_snd_audio_backend,
-        wav_path=args.virtio_snd_wav_path, audio_peak_threshold=args.audio_peak_threshold,
-        audio_rms_threshold=args.audio_rms_threshold, out_dir=out_dir, serial_log=args.serial_log,
+        layout=Layout(args.virtio_layout), msix_vectors=args.virtio_msix_vectors,
+        disable_msix=args.virtio_disable_msix, require_irq=require_irq, pci_preflight=not args.no_qemu_preflight_pci,
+        devices=devices_from_args(args), out_dir=out_dir, serial_log=args.serial_log,
         follow_serial=args.follow_serial, raw_serial=args.raw_serial, stop_on_stdin_eof=args.stop_on_stdin_eof,
         log_format=args.log_format,
     )

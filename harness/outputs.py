@@ -45,6 +45,12 @@ ARTIFACT_MODE = 0o644
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def output_path(value: str) -> Path:
+    """argparse ``type=`` of a flag that names a file the run writes (the launcher maps these into
+    its output folder)."""
+    return Path(value)
+
+
 def check_path_text(label: str, path: Path) -> None:
     """A path with a newline or NUL cannot be handed on safely (logs, QEMU options)."""
     if any(c in str(path) for c in "\n\r\0"):

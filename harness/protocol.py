@@ -1,6 +1,9 @@
 """The guest selftest protocol on COM1: records and a scanner that finds them in any byte stream.
 
 A record is a line that starts with ``AERO_VIRTIO_SELFTEST|<KIND>|...`` and ends in LF or CRLF.
+The real guest also writes two kinds of lines without the prefix that the verdict needs: diagnostic
+lines ``virtio-<name>|INFO|key=value...`` (interrupt modes, miniport flags; kind DIAG) and free
+text ``virtio-<dev>: ...`` (the cause of a skipped test; kind TEXT).
 Only whitespace and control bytes (what a UART or an interleaved kernel message may leave) may come
 before the prefix: a free-text line that merely mentions a record (``log: ... RESULT|PASS``) is
 not one, as in the upstream harness. The scanner accepts the stream in chunks of any size,
@@ -10,6 +13,7 @@ newline grows, without ever losing a record to that bound.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -25,6 +29,13 @@ class Kind(str, Enum):
     CONFIG = "CONFIG"
     TEST = "TEST"
     RESULT = "RESULT"
+    DIAG = "DIAG"  # virtio-<name>|INFO|... or |WARN|... (no prefix): parts are (name, level, fields...)
+    TEXT = "TEXT"  # virtio-<dev>: free text (no prefix): parts are (dev, text)
+
+
+GUEST_TEXT = b"virtio-"  # how the real guest's diagnostic and free-text lines start
+_DIAG = re.compile(r"^(virtio-[a-z0-9-]+)\|(INFO|WARN)(?:\|(.*))?$")
+_TEXT = re.compile(r"^(virtio-[a-z0-9-]+): (.+)$")
 
 
 class Status(str, Enum):
@@ -71,11 +82,25 @@ def parse_key_values(parts: tuple[str, ...]) -> tuple[dict[str, str], list[str]]
     return fields, words
 
 
+def _guest_line(line: bytes) -> Record | None:
+    if len(line) > MAX_RECORD_BYTES:
+        return None
+    text = line.decode("utf-8", errors="replace").rstrip(_TRAILING_NOISE)
+    match = _DIAG.match(text)
+    if match:
+        name, level, rest = match.groups()
+        return Record(kind=Kind.DIAG, parts=(name, level, *(rest.split("|") if rest else ())), text=text)
+    match = _TEXT.match(text)
+    if match:
+        return Record(kind=Kind.TEXT, parts=match.groups(), text=text)
+    return None
+
+
 def parse_line(line: bytes) -> Record | None:
     """The record a line (line end already removed) is, or None if it is none."""
     line = line.lstrip(_LEADING_NOISE)
     if not line.startswith(PREFIX):
-        return None
+        return _guest_line(line) if line.startswith(GUEST_TEXT) else None
     text = line.decode("utf-8", errors="replace").rstrip(_TRAILING_NOISE)
     pieces = text.split("|")
     if len(pieces) < 2 or not pieces[1]:
@@ -126,7 +151,7 @@ class Scanner:
             complete = bytes(self._pending[: last_nl + 1])
             del self._pending[: last_nl + 1]
             for line in complete.split(b"\n")[:-1]:
-                record = parse_line(line) if PREFIX in line else None
+                record = parse_line(line) if PREFIX in line or GUEST_TEXT in line else None
                 if record is not None:
                     records.append(record)
         if len(self._pending) > MAX_PENDING_BYTES:

@@ -15,28 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import json
+from contextlib import ExitStack
+
+from harness.actions import ActionLog, Qmp, Reaction, run_reaction
 from harness.artifacts import RunRecord, write_junit, write_results
-from harness.audio import WavError, analyze, is_silent
+from harness.devices import Board, DeviceSet
 from harness.disk import DiskImage, GuestDisk, WriteMode, create_overlay, plan_guest_disk, validate_image
 from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, quiet_console, remove_handler, setup_console
 from harness.options import RunOptions, options_from_args
-from harness.outputs import (HARNESS_LOG, HTTP_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
+from harness.outputs import (HARNESS_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
                              SCREENSHOT, Protected, check_outputs, clear_stale, lock_out_dir, partial_file,
                              unwritable_out_dir, write_atomically)
-from harness.protocol import Record
+from harness.protocol import Kind, Record, Status
+from harness.qemu import preflight
 from harness.qemu.accel import abort_probes, choose_accel
 from harness.qemu.binary import QemuBinary, probe_qemu, qemu_img_for
 from harness.qemu.cmdline import render
-from harness.qemu.capabilities import capabilities
-from harness.qemu.command import MACHINE, SND_DEVICE, QemuSpec, SoundSpec, build_argv
+from harness.qemu.capabilities import Capabilities, capabilities
+from harness.qemu.command import MACHINE, QemuSpec, build_argv
 from harness.qemu.extra import check_extra_args
 from harness.qemu.machine import QemuEndedEarly, QemuMachine, tail_of
 from harness.runtime import RUNTIME_PREFIX, make_runtime_dir, sweep_stale
 from harness.serialport import SerialCapture
-from harness.services import guest_services
-from harness.verdict import (GuestReport, Verdict, audio_silent_verdict, judge, qemu_exited_verdict,
-                             required_tests, timeout_verdict)
+from harness.verdict import GuestReport, Rule, Verdict, judge, qemu_exited_verdict, timeout_verdict
 
 SERIAL_DRAIN_S = 2.0
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -52,19 +55,17 @@ class Prepared:
     qemu_img: str
     image: DiskImage
     disk: GuestDisk
-    required: tuple[str, ...]
+    devices: DeviceSet
+    rules: tuple[Rule, ...]
 
-    def spec(self, opts: RunOptions, accel: str, runtime_dir: Path, wav_file: Path | None = None) -> QemuSpec:
+    def spec(self, opts: RunOptions, accel: str, runtime_dir: Path, written: dict[Path, Path] | None = None
+             ) -> QemuSpec:
         """``runtime_dir``: a short private folder for the Unix sockets (limited to 108 bytes);
-        ``wav_file``: where QEMU writes the capture (renamed to its final place afterwards)."""
-        sound = None
-        if opts.enable_snd:
-            wav = wav_file if wav_file is not None else opts.wav_capture_path
-            sound = SoundSpec(opts.snd_backend, None if wav is None else wav.absolute())
+        ``written``: where QEMU writes each of its output files (renamed to the real one afterwards)."""
         return QemuSpec(
             qemu=self.qemu.path, accel=accel, memory_mb=opts.memory_mb, smp=opts.smp,  # type: ignore[arg-type]
-            disk=self.disk, serial_socket=runtime_dir / "com1.sock", qmp_socket=runtime_dir / "qmp.sock",
-            sound=sound, extra=opts.qemu_extra)
+            serial_socket=runtime_dir / "com1.sock", qmp_socket=runtime_dir / "qmp.sock", devices=self.devices,
+            written=written or {}, paused=opts.pci_preflight, extra=opts.qemu_extra)
 
 
 def output_files(opts: RunOptions, disk: GuestDisk | None) -> list[tuple[str, Path]]:
@@ -72,16 +73,19 @@ def output_files(opts: RunOptions, disk: GuestDisk | None) -> list[tuple[str, Pa
     overlay only once ``disk`` says there is one."""
     out = opts.out_dir
     files = [("--serial-log" if opts.serial_log else "--out-dir", opts.serial_log_path)]
-    wav = opts.wav_capture_path
-    if wav is not None:
-        files.append(("--virtio-snd-wav-path" if opts.wav_path else "--out-dir", wav))
-    names = [HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, LOCK]
+    files += [output for device in opts.devices for output in device.outputs(out)]
+    names = [HARNESS_LOG, QEMU_STDERR_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, LOCK]
     if disk is not None and disk.mode is WriteMode.OVERLAY:
         names.append(OVERLAY)
     files += [("--out-dir", out / name) for name in names]
     if not out.is_dir():  # created by the run: nothing can be in the way inside it
         files = [(flag, path) for flag, path in files if not path.is_relative_to(out)]
     return files
+
+
+def board_for(opts: RunOptions, caps: Capabilities, disk: GuestDisk) -> Board:
+    return Board(layout=opts.layout, caps=caps, disk=disk, out_dir=opts.out_dir, msix_vectors=opts.msix_vectors,
+                 disable_msix=opts.disable_msix)
 
 
 def prepare(opts: RunOptions) -> Prepared:
@@ -92,20 +96,20 @@ def prepare(opts: RunOptions) -> Prepared:
     # below against its whole backing chain, which qemu-img reads.
     check_outputs(output_files(opts, None), Protected.of((opts.disk_image,)))
     qemu = probe_qemu(opts.qemu_system)
-    cpu_max = capabilities(qemu.path).max_cpus(MACHINE)
+    caps = capabilities(qemu.path)
+    cpu_max = caps.max_cpus(MACHINE)
     if cpu_max and opts.smp > cpu_max:
         raise UsageError(f"--smp {opts.smp} is more than QEMU's {MACHINE} machine takes ({cpu_max} CPUs)")
-    if opts.enable_snd and not qemu.has_device(SND_DEVICE):
-        raise UsageError(f"QEMU {qemu.version_str} ({qemu.path}) has no {SND_DEVICE} device, needed by "
-                         "--enable-virtio-snd (QEMU 8.2 or later has it; the Docker image ships one)")
     qemu_img = qemu_img_for(qemu.path)
     image = validate_image(opts.disk_image, qemu_img)
     if opts.out_dir.exists() and not opts.out_dir.is_dir():
         raise UsageError(f"--out-dir is not a directory: {opts.out_dir}")
     disk = plan_guest_disk(image, opts.out_dir.absolute(), snapshot=opts.snapshot,
                            write_to_image=opts.write_to_image)
+    devices = DeviceSet(opts.devices, board_for(opts, caps, disk), opts.require_irq)
+    devices.check()
     check_outputs(output_files(opts, disk), Protected.of((image.path, *image.chain)))
-    return Prepared(qemu, qemu_img, image, disk, required_tests(opts.enable_snd))
+    return Prepared(qemu, qemu_img, image, disk, devices, tuple(devices.rules()))
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -120,7 +124,9 @@ def run(opts: RunOptions) -> int:
         if opts.accel == "auto":
             log.info("--dry-run with --accel auto: KVM is not probed; the command lists QEMU's own fallback")
         placeholder = Path(tempfile.gettempdir(), f"{RUNTIME_PREFIX}XXXXXXXX")  # made fresh by a real run
-        print(render(build_argv(prepared.spec(opts, opts.accel, placeholder))), flush=True)
+        argv = build_argv(prepared.spec(opts, opts.accel, placeholder))
+        print(json.dumps(argv), flush=True)
+        print(render(argv), flush=True)
         return int(ExitCode.PASS)
     return asyncio.run(Session(opts, prepared).execute())
 
@@ -240,40 +246,124 @@ class Session:
 
     async def _run(self) -> Verdict:
         opts, prepared = self.opts, self.prepared
+        devices = prepared.devices
         self.accel = await self._interruptible(asyncio.to_thread(choose_accel, opts.accel, prepared.qemu.path),
                                                "before QEMU started (while probing KVM)")
         create_overlay(prepared.qemu_img, prepared.image, prepared.disk)
         self.extra["disk"] = {"image": str(prepared.image.path), "format": prepared.image.format,
                               "mode": prepared.disk.mode.value, "opened": str(prepared.disk.file)}
-        wav = opts.wav_capture_path
-        wav_partial = None if wav is None else partial_file(wav)  # renamed onto wav once QEMU is done
+        self.extra["layout"] = opts.layout.value
+        written = {path: partial_file(path) for path in devices.qemu_outputs()}  # renamed into place afterwards
         runtime_dir = make_runtime_dir()
         try:
-            self.argv = build_argv(prepared.spec(opts, self.accel, runtime_dir, wav_partial))
+            self.argv = build_argv(prepared.spec(opts, self.accel, runtime_dir, written))
             log.info("QEMU command: %s", render(self.argv))
-            with guest_services(opts.http_port, opts.http_path, opts.udp_port, opts.out_dir / HTTP_LOG):
+            with ExitStack() as services:
+                for device in devices.attached():
+                    services.enter_context(device.services(devices.board))
                 if self._interrupted.done():
                     raise InterruptedRun(f"stopped {self._interrupted.result()} before QEMU started")
                 verdict = await self._boot_and_watch(runtime_dir)
         finally:
             shutil.rmtree(runtime_dir, ignore_errors=True)
-            if wav is not None and wav_partial is not None:
-                _settle(wav_partial, wav)
-        if wav is not None and verdict.passed:
-            verdict = await self._check_audio(wav)
+            for final, partial in written.items():
+                _settle(partial, final)
+        if verdict.passed:
+            verdict = await self._after_exit(verdict)
+        for device in devices.devices:
+            self.extra.update(device.results())
+        return verdict
+
+    async def _after_exit(self, verdict: Verdict) -> Verdict:
+        """The families' checks once QEMU ended (a WAV capture); interruptible."""
+        stop = asyncio.Event()  # each check runs in a thread and gives up when asked to
+        devices = self.prepared.devices
+        for device in devices.devices:
+            try:
+                verdict = await self._interruptible(
+                    asyncio.to_thread(device.after_exit, devices.board, verdict, stop.is_set),
+                    "while the run's captures were checked")
+            except InterruptedRun:
+                stop.set()
+                raise
         return verdict
 
     def _on_records(self, records: list[Record], received: float) -> None:
         for record in records:
             self.report.add(record)
             log.info("guest: %s", record.text)
+            if record.kind == Kind.CONFIG:
+                self._check_config()
+            elif record.kind == Kind.TEST and len(record.parts) > 1 and record.parts[1] == Status.READY.value:
+                self._react(record.parts[0], received)
             if self.report.result is not None and self.result_received is None:
                 self.result_received = received
                 self._result_event.set()
 
+    def _check_config(self) -> None:
+        """What the guest was provisioned with, checked the moment it says so: a mismatch ends the run."""
+        for check in self.prepared.devices.config_checks():
+            verdict = check(self.report.config)
+            if verdict is not None:
+                self.end_run(verdict)
+                return
+
+    def _react(self, marker: str, received: float) -> None:
+        """Start the host action a READY marker asks for, as a task of its own."""
+        reaction = next((r for r in self._reactions if r.marker == marker), None)
+        if reaction is None or marker in self._actions or self.machine is None:
+            return
+        record = ActionLog(reaction.action, marker)
+        if self._qemu_started is not None:
+            record.ready_at_s = round(received - self._qemu_started, 3)
+        self._actions[marker] = record
+        machine = self.machine
+        qmp = Qmp(machine.execute, record, received)
+        outcome = self.report.tests[marker]
+        task = asyncio.ensure_future(run_reaction(reaction, qmp, outcome, lambda: self._finished(marker)))
+        task.add_done_callback(lambda done: self._reaction_done(record, done))
+        self._tasks.add(task)
+
+    def _finished(self, marker: str) -> bool:
+        outcome = self.report.tests.get(marker)
+        return self.report.result is not None or (outcome is not None and outcome.status.is_final)
+
+    def _reaction_done(self, record: ActionLog, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            record.outcome = "cancelled"
+            return
+        error = task.exception()
+        if isinstance(error, HarnessError):
+            record.outcome = f"failed: {error.detail}"
+            log.error("%s", error.verdict_line())
+            self.end_run(Verdict(error.token, error.exit_code, error.detail))
+        elif error is not None:
+            record.outcome = f"failed: {type(error).__name__}: {error}"
+            log.error("host action %s failed", record.reaction, exc_info=error)
+            self.end_run(Verdict("INFRA", ExitCode.INFRA, f"host action {record.reaction} failed: "
+                                                          f"{type(error).__name__}: {error}"))
+
+    async def _preflight(self, machine: QemuMachine) -> None:
+        """Look at the machine before the guest runs: the virtio functions must be what the layout wants."""
+        devices = self.prepared.devices
+        if not self.opts.pci_preflight:
+            return
+        started = time.monotonic()
+        answer = await machine.execute("query-pci")
+        found = preflight.functions(answer)  # type: ignore[arg-type]
+        self.extra["pci"] = [f.to_json() for f in preflight.virtio(found)]
+        preflight.check(found, devices.pci(), devices.board.layout.value)
+        await machine.execute("cont")
+        self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
+
     async def _boot_and_watch(self, runtime_dir: Path) -> Verdict:
         opts = self.opts
         self._result_event = asyncio.Event()
+        self._reactions: list[Reaction] = self.prepared.devices.reactions()
+        self._actions: dict[str, ActionLog] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._qemu_started: float | None = None
         serial = SerialCapture(runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
                                follow=opts.follow_serial, raw=opts.raw_serial)
         await serial.start()
@@ -288,21 +378,31 @@ class Session:
                 if early.returncode is None:
                     raise InfraError(f"QEMU did not open its QMP connection: {tail_of(stderr_path)}") from early
                 return qemu_exited_verdict(self.report, early.returncode, tail_of(stderr_path))
+            self._qemu_started = time.monotonic()
             self.extra["qemu_pid"] = machine.proc.pid if machine.proc else None
             machine.watch_events(self._on_qmp_event)
+            try:
+                await self._interruptible(self._preflight(machine), "during the PCI preflight")
+            except HarnessError as err:
+                return Verdict(err.token, err.exit_code, err.detail)
             verdict = await self._await_outcome(machine, serial, stderr_path)
             serial.stop_following()
             if not verdict.passed and verdict.exit_code != ExitCode.INTERRUPTED and machine.running:
                 verdict = await self._screenshot(machine, runtime_dir, verdict)
-            if opts.wav_capture_path is None or not verdict.passed:
+            if not (verdict.passed and self.prepared.devices.changes_a_pass_after_exit()):
                 self._print(verdict)  # as soon as it is known; nothing below can change it
             return verdict
         except InterruptedRun as stop:
             return Verdict(stop.token, stop.exit_code, stop.detail)
         finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await machine.shutdown()
             await serial.close()
             self.extra["serial_bytes"] = serial.bytes_received
+            if self._actions:
+                self.extra["actions"] = [a.to_json() for a in self._actions.values()]
             if serial.log_error:
                 self.extra["serial_log_error"] = serial.log_error
 
@@ -335,40 +435,19 @@ class Session:
         finally:
             result.cancel()
             exited.cancel()
+        if self._ending.done():  # a CONFIG mismatch or a host failure came first: it is the cause
+            return self._ending.result()
         if self.report.result is not None:
-            return judge(self.report, self.prepared.required)
+            return judge(self.report, self.prepared.rules)
         if self._interrupted in done:
             return Verdict("INTERRUPTED", ExitCode.INTERRUPTED,
                            f"stopped {self._interrupted.result()}; QEMU was shut down")
-        if self._ending in done:
-            return self._ending.result()
         if exited in done:
             await serial.drain(SERIAL_DRAIN_S)  # a RESULT written just before power-off still counts
             if self.report.result is not None:
-                return judge(self.report, self.prepared.required)
+                return judge(self.report, self.prepared.rules)
             return qemu_exited_verdict(self.report, machine.returncode, tail_of(stderr_path))
         return timeout_verdict(self.report, self.opts.timeout_s)
-
-    async def _check_audio(self, wav: Path) -> Verdict:
-        stop = asyncio.Event()  # the analysis runs in a thread and stops when asked to
-        try:
-            stats = await self._interruptible(asyncio.to_thread(analyze, wav, stop.is_set),
-                                              "while the capture was analysed")
-        except InterruptedRun:
-            stop.set()
-            raise
-        except (OSError, WavError) as err:
-            return audio_silent_verdict(f"no usable capture at {wav}: {err}")
-        self.extra["audio"] = stats.to_json()
-        if not stats.header_complete:
-            log.warning("WAV header incomplete (QEMU did not quit cleanly): %s", wav)
-        if is_silent(stats, self.opts.audio_peak_threshold, self.opts.audio_rms_threshold):
-            return audio_silent_verdict(
-                f"guest passed but the capture is silent: peak {stats.peak} (> {self.opts.audio_peak_threshold} "
-                f"needed) and RMS {stats.rms:.1f} (> {self.opts.audio_rms_threshold:g} needed) over "
-                f"{stats.seconds:.2f} s in {wav}")
-        log.info("audio capture: peak %d, RMS %.1f, %.2f s", stats.peak, stats.rms, stats.seconds)
-        return Verdict("PASS", ExitCode.PASS, "AERO_VIRTIO_SELFTEST|RESULT|PASS")
 
     # -- output -----------------------------------------------------------------------------------
 
@@ -381,9 +460,10 @@ class Session:
 
     def _write_reports(self, verdict: Verdict, duration: float) -> None:
         if self.result_received is not None and self.verdict_printed is not None:
-            self.extra["timing"] = {
-                "detection_latency_ms": round((self.verdict_printed - self.result_received) * 1000, 3)}
-        record = RunRecord(verdict=verdict, report=self.report, required=self.prepared.required, accel=self.accel,
+            self.extra.setdefault("timing", {})["detection_latency_ms"] = round(
+                (self.verdict_printed - self.result_received) * 1000, 3)
+        record = RunRecord(verdict=verdict, report=self.report, required=tuple(self.prepared.devices.required_markers()),
+                           accel=self.accel,
                            qemu_version=self.prepared.qemu.version_text, qemu_argv=self.argv, duration_s=duration,
                            extra=self.extra)
         for write in (write_results, write_junit):

@@ -10,19 +10,16 @@ from junitparser import Failure, JUnitXml, Skipped
 from harness import __version__
 from harness.artifacts import RunRecord, write_junit, write_results
 from harness.errors import ExitCode
-from harness.protocol import parse_line
-from harness.verdict import GuestReport, judge, required_tests
+from harness.verdict import judge
+from tests.rulesets import device_set, report_of
 
 
 def record_for(*lines: str, with_snd: bool = False) -> RunRecord:
-    report = GuestReport()
-    for text in lines:
-        parsed = parse_line(f"AERO_VIRTIO_SELFTEST|{text}".encode())
-        assert parsed is not None
-        report.add(parsed)
-    required = required_tests(with_snd)
-    return RunRecord(judge(report, required), report, required, "tcg", "7.2.22", ["qemu-system-x86_64", "-m", "64"],
-                     12.3456, {"timing": {"detection_latency_ms": 0.5}})
+    report = report_of([f"AERO_VIRTIO_SELFTEST|{text}" for text in lines])
+    devices = device_set(*(("--enable-virtio-snd",) if with_snd else ()), "--virtio-transitional")
+    rules = devices.rules()
+    return RunRecord(judge(report, rules), report, tuple(devices.required_markers()), "tcg", "7.2.22",
+                     ["qemu-system-x86_64", "-m", "64"], 12.3456, {"timing": {"detection_latency_ms": 0.5}})
 
 
 def test_results_json_has_the_contract_keys(tmp_path: Path) -> None:
@@ -52,9 +49,9 @@ def test_junit_has_one_case_per_marker_plus_overall(tmp_path: Path) -> None:
     assert cases["virtio-blk"].is_passed and "write_ok=1" in (cases["virtio-blk"].system_out or "")
     assert isinstance(cases["virtio-net"].result[0], Failure)
     assert isinstance(cases["virtio-input"].result[0], Skipped)  # not required: a skip, not a failure
-    assert cases["virtio-snd"].result[0].type == "MISSING_TEST_MARKER"
+    assert cases["virtio-snd"].result[0].type == "MISSING_VIRTIO_SND"
     overall = cases["overall"].result[0]
-    assert overall.type == "TEST_FAILED" and overall.message.startswith("FAIL: TEST_FAILED: virtio-net FAIL")
+    assert overall.type == "VIRTIO_NET_FAILED" and overall.message.startswith("FAIL: VIRTIO_NET_FAILED: virtio-net FAIL")
     assert suite.tests == 5 and suite.failures == 3 and suite.skipped == 1
 
 

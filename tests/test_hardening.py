@@ -280,7 +280,7 @@ def test_follow_serial_shows_escape_sequences_instead_of_obeying_them(make_guest
 
 
 def test_a_failing_verdict_shows_guest_control_bytes(make_guest, run_harness: Run) -> None:
-    image = make_guest(lines("START|version=1", "TEST|virtio-blk|FAIL|reason=\x1b]0;x\x07oops", "TEST|virtio-net|PASS",
+    image = make_guest(lines(*PASSING[:1], "TEST|virtio-blk|FAIL|reason=\x1b]0;x\x07oops", *PASSING[2:-1],
                              "RESULT|FAIL"))
     run = run_harness("--disk-image", image, *TCG)
     assert run.returncode == 1 and "\x1b" not in run.stdout + run.stderr
@@ -289,7 +289,7 @@ def test_a_failing_verdict_shows_guest_control_bytes(make_guest, run_harness: Ru
 
 def test_a_free_text_pass_before_the_real_fail_fails_the_run(make_guest, run_harness: Run) -> None:
     image = make_guest(b"log: previous boot ended with AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n" +
-                       lines("START|version=1", "TEST|virtio-blk|PASS", "TEST|virtio-net|PASS", "RESULT|FAIL"))
+                       lines(*PASSING[:-1], "RESULT|FAIL"))
     run = run_harness("--disk-image", image, *TCG)
     assert run.returncode == 1 and run.last_line.startswith("FAIL: SELFTEST_FAILED"), run.stdout
 

@@ -49,7 +49,7 @@ def test_run_flags_are_passed_with_container_paths(disk: Path, tmp_path: Path) -
     parser, args = _parse(["--disk-image", str(disk), "--out-dir", str(out), "--timeout-seconds", "30",
                            "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav", "--snapshot",
                            "--image", "x:1", "--engine-attempts", "2", "--", "-smp", "1"])
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     argv = cli.harness_argv(parser, args, paths)
     assert argv[:2] == ["--disk-image", "/images/win7.qcow2"]
     assert ["--out-dir", "/out"] == argv[argv.index("--out-dir"):argv.index("--out-dir") + 2]
@@ -69,7 +69,7 @@ def test_output_files_must_lie_in_the_output_folder(disk: Path, tmp_path: Path) 
     out = tmp_path / "out"
     _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out),
                       "--virtio-snd-wav-path", str(out / "a" / "snd.wav"), "--serial-log", str(out / "com1.log")])
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     assert paths["virtio_snd_wav_path"] == PurePosixPath("/out/a/snd.wav")
     assert paths["serial_log"] == PurePosixPath("/out/com1.log")
     assert len(plan.mounts) == 2
@@ -77,7 +77,7 @@ def test_output_files_must_lie_in_the_output_folder(disk: Path, tmp_path: Path) 
                         ("--serial-log", str(tmp_path / "logs" / "com1.log")), ("--serial-log", str(out))):
         _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out), flag, value])
         with pytest.raises(UsageError, match=f"{flag} .* lies outside the output folder"):
-            mounts.plan_run(args)
+            mounts.plan_run(cli.build_parser("run"), args)
 
 
 def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) ->
     disk.write_bytes(b"QFI\xfb")
     out = tmp_path / "out:put,1"
     _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     assert paths["disk_image"] == PurePosixPath("/images/disk:1,a.qcow2")
     assert [m["Source"] for m in plan.docker_mounts()] == [str(disk.parent), str(out.resolve())]
 
@@ -104,7 +104,7 @@ def test_a_root_caller_hands_the_output_folder_to_the_images_user(tmp_path: Path
         (out / "results.json").write_text("{}")  # a root run's leftover
         (out / "mine.txt").write_text("not the harness's")
         _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
-        plan, paths = mounts.plan_run(args)
+        plan, paths = mounts.plan_run(cli.build_parser("run"), args)
         disk.chmod(0o600)
         with pytest.raises(UsageError, match="not readable by the container's user"):
             mounts.hand_over(plan, paths, mounts.IMAGE_USER)
@@ -122,7 +122,7 @@ def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) ->
     disk.write_bytes(b"QFI\xfb")
     _, args = _parse(["--disk-image", str(disk), "--out-dir", str(tmp_path), "--serial-log",
                       str(tmp_path / "win7-serial.log")])
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     assert plan.describe() == [f"{tmp_path} -> /images (ro)", f"{tmp_path} -> /out (rw)"]
     assert (paths["disk_image"], paths["serial_log"]) == (PurePosixPath("/images/win7.qcow2"),
                                                          PurePosixPath("/out/win7-serial.log"))
@@ -138,7 +138,7 @@ def test_a_flag_value_is_never_taken_for_the_subcommand(disk: Path) -> None:
 def test_selfcheck_forwards_a_timeout_equal_to_runs_default(tmp_path: Path) -> None:
     parser = cli.build_parser("selfcheck")
     args = parser.parse_args(["--timeout-seconds", "600", "--out-dir", str(tmp_path)])
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     argv = cli.harness_argv(parser, args, paths)
     assert argv[argv.index("--timeout-seconds") + 1] == "600.0"
 
@@ -157,7 +157,7 @@ def test_subcommand_anywhere_before_the_qemu_args() -> None:
 
 def test_selfcheck_needs_no_disk(tmp_path: Path) -> None:
     parser, args = _parse(["--out-dir", str(tmp_path / "o"), "--accel", "tcg"], "selfcheck")
-    plan, paths = mounts.plan_run(args)
+    plan, paths = mounts.plan_run(cli.build_parser("run"), args)
     assert cli.harness_argv(parser, args, paths) == ["--accel", "tcg", "--out-dir", "/out"]
     assert [m.container for m in plan.mounts] == [PurePosixPath("/out")]
 

@@ -51,24 +51,24 @@ def test_pass_with_all_artifacts_and_the_image_untouched(make_guest, run_harness
 
 
 def test_guest_test_failure_exits_1_with_a_screenshot(make_guest, run_harness: Run) -> None:
-    image = make_guest(lines("START|version=1", "TEST|virtio-blk|PASS", "TEST|virtio-net|FAIL|large_ok=0|err=5",
-                             "RESULT|FAIL"))
+    failing = [r if not r.startswith("TEST|virtio-net|") else "TEST|virtio-net|FAIL|large_ok=0|err=5" for r in PASSING]
+    image = make_guest(lines(*failing[:-1], "RESULT|FAIL"))
     run = run_harness("--disk-image", image, *TCG)
     assert run.returncode == 1
-    assert run.last_line == "FAIL: TEST_FAILED: virtio-net FAIL (large_ok=0, err=5)"
+    assert run.last_line == "FAIL: VIRTIO_NET_FAILED: virtio-net FAIL (large_ok=0, err=5)"  # err: always shown
     shot = run.out_dir / "screenshot.png"
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run.results()["screenshot"] == str(shot)
 
 
 @pytest.mark.parametrize(("records", "token"), [
-    (("TEST|virtio-blk|PASS", "TEST|virtio-net|PASS", "TEST|virtio-input|FAIL", "RESULT|FAIL"), "SELFTEST_FAILED"),
-    (("TEST|virtio-blk|PASS", "RESULT|PASS"), "MISSING_TEST_MARKER"),
-    (("TEST|virtio-blk|PASS", "TEST|virtio-net|SKIP|flag_not_set", "RESULT|PASS"), "TEST_SKIPPED"),
+    ((*PASSING[:-1], "TEST|virtio-input-led|FAIL", "RESULT|FAIL"), "SELFTEST_FAILED"),
+    (("TEST|virtio-blk|PASS", "RESULT|PASS"), "MISSING_VIRTIO_INPUT_BIND"),  # the guest's order: blk, input...
+    ((*PASSING[:-2], "TEST|virtio-net|SKIP|flag_not_set", "RESULT|PASS"), "VIRTIO_NET_SKIPPED"),
 ])
 def test_other_guest_failures(make_guest, run_harness: Run, records: tuple[str, ...], token: str) -> None:
     run = run_harness("--disk-image", make_guest(lines(*records)), *TCG)
-    assert (run.returncode, run.last_line.split(":")[:2]) == (1, ["FAIL", f" {token}"])
+    assert (run.returncode, run.last_line.split(":")[:2]) == (1, ["FAIL", f" {token}"]), run.last_line
 
 
 def test_timeout_exits_5_with_progress_and_a_screenshot(make_guest, run_harness: Run) -> None:
@@ -227,8 +227,9 @@ def test_a_signal_before_qemu_starts_still_ends_cleanly(make_guest, tmp_path: Pa
 
 
 def test_control_bytes_from_the_guest_leave_a_pass_a_pass(make_guest, run_harness: Run) -> None:
-    message = lines("START|version=1", "TEST|virtio-blk|PASS|note=\x01\x1b[31mred\x1b[0m",
-                    "TEST|virtio-net|PASS\x07", "RESULT|PASS\x1b")
+    records = [r.replace("TEST|virtio-blk|PASS", "TEST|virtio-blk|PASS|note=\x01\x1b[31mred\x1b[0m")
+               .replace("upload_ok=1", "upload_ok=1\x07") for r in PASSING[:-1]]
+    message = lines(*records, "RESULT|PASS\x1b")
     run = run_harness("--disk-image", make_guest(message), *TCG)
     assert (run.returncode, run.stdout.splitlines()) == (0, ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"])
     assert "\\x1b[31mred" in (run.out_dir / "junit.xml").read_text()

@@ -1,71 +1,195 @@
-"""The verdict table of the protocol page, case by case."""
+"""The verdict rules of the protocol page, row by row: markers in, token and exit code out.
+
+Rules come from the device modules for a run's flags and layout, exactly as a run gets them; the
+guest's lines are the real guest's vocabulary (tests/transcripts.py).
+"""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from harness.errors import ExitCode
-from harness.protocol import parse_line
-from harness.verdict import GuestReport, judge, qemu_exited_verdict, required_tests, timeout_verdict
+from harness.errors import ExitCode, UsageError
+from harness.verdict import GuestReport, qemu_exited_verdict, timeout_verdict
+from tests.rulesets import device_set, report_of, verdict_of
+from tests.transcripts import P, transcript
 
-BASE = required_tests(with_snd=False)
-SND = required_tests(with_snd=True)
+SND_PLAYED = {
+    "snd-text": "virtio-snd: render ok frames=48000",
+    "virtio-snd": P + "TEST|virtio-snd|PASS|irq_mode=msi|irq_message_count=2",
+    "virtio-snd-capture": P + "TEST|virtio-snd-capture|PASS|method=wasapi|frames=9600|non_silence=0|silence_only=1",
+    "virtio-snd-duplex": P + "TEST|virtio-snd-duplex|PASS|frames=9600|non_silence=0",
+}
+TRANSITIONAL_GUEST = {key: None for key in ("virtio-input-bind", "virtio-input-binding", "virtio-input",
+                                            "virtio-net-udp")}
+
+ROWS = [
+    # (flags, replaced lines, CONFIG fields, token, detail fragment)
+    ((), {}, {}, "PASS", "RESULT|PASS"),
+    ((), {"virtio-blk": P + "TEST|virtio-blk|FAIL|irq_mode=msix|write_ok=0|write_bytes=0|flush_ok=0|read_ok=0",
+          "result": P + "RESULT|FAIL"}, {}, "VIRTIO_BLK_FAILED", "virtio-blk FAIL (write_ok=0"),
+    ((), {"virtio-blk": None}, {}, "MISSING_VIRTIO_BLK", "without a final virtio-blk marker"),
+    ((), {"virtio-input-bind": P + "TEST|virtio-input-bind|FAIL|reason=wrong_service|expected=aero_virtio_input|"
+                                   "actual=HidUsb|pnp_id=-|devices=1",
+          "result": P + "RESULT|FAIL"}, {}, "VIRTIO_INPUT_BIND_FAILED", "reason=wrong_service, expected=aero_virtio_input"),
+    ((), {"virtio-input": P + "TEST|virtio-input|FAIL|devices=0|reason=pci_device_missing|irq_mode=none"},
+     {}, "VIRTIO_INPUT_FAILED", "reason=pci_device_missing"),
+    ((), {"virtio-net-udp": P + "TEST|virtio-net-udp|FAIL|bytes=32|small_bytes=32|mtu_bytes=1400|reason=timeout|"
+                                "wsa=10060",
+          "virtio-net": P + "TEST|virtio-net|FAIL|large_ok=0|large_bytes=0|upload_ok=0",
+          "result": P + "RESULT|FAIL"}, {}, "VIRTIO_NET_UDP_FAILED", "reason=timeout"),
+    (("--disable-udp",), {"virtio-net-udp": None}, {}, "PASS", ""),
+    ((), {"virtio-net-udp": P + "TEST|virtio-net-udp|SKIP|disabled"}, {}, "VIRTIO_NET_UDP_SKIPPED", "SKIP (disabled)"),
+    ((), {"virtio-net": P + "TEST|virtio-net|FAIL|large_ok=0|large_bytes=1048576|large_fnv1a64=0x0000000000000001|"
+                            "upload_ok=1", "result": P + "RESULT|FAIL"}, {}, "VIRTIO_NET_FAILED",
+     "large_fnv1a64=0x0000000000000001"),
+    # Sound without the flag: PASS or SKIP, a FAIL fails, absence fails.
+    ((), {"virtio-snd": P + "TEST|virtio-snd|FAIL|reason=device_error"}, {}, "VIRTIO_SND_FAILED", "device_error"),
+    ((), {"virtio-snd-duplex": None}, {}, "MISSING_VIRTIO_SND_DUPLEX", "virtio-snd-duplex"),
+    # With the flag: each must PASS, and a SKIP names its cause from the guest's text.
+    (("--enable-virtio-snd",), SND_PLAYED, {}, "PASS", ""),
+    (("--enable-virtio-snd",), {"snd-text": "virtio-snd: disabled by --disable-snd",
+                                "virtio-snd-capture": P + "TEST|virtio-snd-capture|SKIP|disabled",
+                                "virtio-snd-duplex": P + "TEST|virtio-snd-duplex|SKIP|disabled"}, {},
+     "VIRTIO_SND_SKIPPED", "the guest said: virtio-snd: disabled by --disable-snd"),
+    (("--enable-virtio-snd",), {"snd-text": "virtio-snd: PCI\\VEN_1AF4&DEV_1059 device not detected (contract v1 "
+                                            "modern-only)",
+                                "virtio-snd": P + "TEST|virtio-snd|FAIL|irq_mode=none"}, {}, "VIRTIO_SND_FAILED", ""),
+    (("--enable-virtio-snd",), {**SND_PLAYED, "virtio-snd-capture": P + "TEST|virtio-snd-capture|SKIP|endpoint_missing"},
+     {}, "VIRTIO_SND_CAPTURE_SKIPPED", "endpoint_missing"),
+    # The transitional layout: virtio-blk and virtio-net only.
+    (("--virtio-transitional",), TRANSITIONAL_GUEST, {}, "PASS", ""),
+    (("--virtio-transitional",), {**TRANSITIONAL_GUEST, "virtio-net": None}, {}, "MISSING_VIRTIO_NET", ""),
+    (("--virtio-transitional", "--enable-virtio-snd"), {**TRANSITIONAL_GUEST, "virtio-snd": SND_PLAYED["virtio-snd"]},
+     {}, "PASS", ""),
+    # Several failures: the first the guest reported is named.
+    ((), {"virtio-blk": P + "TEST|virtio-blk|FAIL|write_ok=0", "virtio-net": P + "TEST|virtio-net|FAIL|large_ok=0",
+          "result": P + "RESULT|FAIL"}, {}, "VIRTIO_BLK_FAILED", ""),
+    ((), {"virtio-net": P + "TEST|virtio-net|FAIL|large_ok=0", "virtio-blk": None, "result": P + "RESULT|FAIL"},
+     {}, "VIRTIO_NET_FAILED", ""),
+    # The guest failed, but no required test did.
+    ((), {"virtio-input-led": P + "TEST|virtio-input-led|FAIL|reason=write_not_processed",
+          "result": P + "RESULT|FAIL"}, {}, "SELFTEST_FAILED", "virtio-input-led FAIL"),
+    # Flag-gated markers.
+    (("--with-blk-reset",), {}, {}, "VIRTIO_BLK_RESET_SKIPPED", "provision the guest with --test-blk-reset"),
+    (("--with-input-led",), {"virtio-input-led": P + "TEST|virtio-input-led|PASS|sent=32|format=with_report_id"},
+     {}, "PASS", ""),
+    (("--with-input-leds",), {}, {}, "VIRTIO_INPUT_LEDS_SKIPPED", "flag_not_set"),
+    (("--with-snd-buffer-limits", "--enable-virtio-snd"),
+     {**SND_PLAYED}, {}, "MISSING_VIRTIO_SND_BUFFER_LIMITS", ""),
+    (("--require-virtio-input-binding",), {"virtio-input-binding": None}, {}, "MISSING_VIRTIO_INPUT_BINDING", ""),
+    (("--with-input-events-extended",), {}, {}, "VIRTIO_INPUT_EVENTS_SKIPPED", ""),
+    # Interrupt modes.
+    (("--require-intx",), {}, {}, "IRQ_MODE_MISMATCH", "virtio-blk expected=intx got=msi"),
+    (("--require-msi",), {}, {}, "PASS", ""),
+    (("--require-msi",), {"virtio-net-irq": "virtio-net-irq|INFO|mode=intx"}, {}, "IRQ_MODE_MISMATCH",
+     "virtio-net expected=msi got=intx"),
+    (("--require-virtio-net-msix",), {}, {}, "PASS", ""),
+    (("--require-virtio-net-msix",), {"virtio-net-msix": P + "TEST|virtio-net-msix|PASS|mode=intx|messages=0"}, {},
+     "VIRTIO_NET_MSIX_REQUIRED", "mode=intx (expected msix)"),
+    (("--require-virtio-blk-msix",), {"virtio-blk-msix": None}, {}, "MISSING_VIRTIO_BLK_MSIX", ""),
+    (("--require-virtio-input-msix",), {"virtio-input-msix": P + "TEST|virtio-input-msix|SKIP|reason=ioctl_not_supported"},
+     {}, "VIRTIO_INPUT_MSIX_REQUIRED", "reported SKIP (reason=ioctl_not_supported)"),
+    (("--enable-virtio-snd", "--require-virtio-snd-msix"), SND_PLAYED, {}, "VIRTIO_SND_MSIX_REQUIRED",
+     "reported SKIP (reason=device_missing)"),
+    (("--enable-virtio-snd", "--require-virtio-snd-msix"), {**SND_PLAYED, "virtio-snd-msix": None}, {},
+     "MISSING_VIRTIO_SND_MSIX", ""),
+    # CONFIG and the blk gates.
+    (("--require-expect-blk-msi",), {}, {}, "EXPECT_BLK_MSI_NOT_SET", "expect_blk_msi=0"),
+    (("--require-expect-blk-msi",), {}, {"expect_blk_msi": "1"}, "PASS", ""),
+    (("--require-no-blk-recovery",), {"virtio-blk-counters": P + "TEST|virtio-blk-counters|INFO|abort=0|"
+                                                                 "reset_device=0|reset_bus=0|pnp=1|ioctl_reset=0"},
+     {}, "VIRTIO_BLK_RECOVERY_NONZERO", "pnp_srb=1"),
+    (("--fail-on-blk-recovery",), {"virtio-blk-counters": P + "TEST|virtio-blk-counters|INFO|abort=0|"
+                                                              "reset_device=0|reset_bus=0|pnp=1|ioctl_reset=0"},
+     {}, "PASS", ""),
+    (("--fail-on-blk-recovery",), {"virtio-blk-counters": P + "TEST|virtio-blk-counters|INFO|abort=2|"
+                                                              "reset_device=0|reset_bus=0|pnp=0|ioctl_reset=0"},
+     {}, "VIRTIO_BLK_RECOVERY_DETECTED", "abort=2"),
+    (("--require-no-blk-reset-recovery",), {"virtio-blk-reset-recovery": P + "TEST|virtio-blk-reset-recovery|INFO|"
+                                                                             "reset_detected=1|hw_reset_bus=0"},
+     {}, "VIRTIO_BLK_RESET_RECOVERY_NONZERO", "reset_detected=1"),
+    (("--fail-on-blk-reset-recovery",), {"virtio-blk-reset-recovery": None,
+                                         "blk-miniport-reset": "virtio-blk-miniport-reset-recovery|INFO|"
+                                                               "reset_detected=1|hw_reset_bus=3"},
+     {}, "VIRTIO_BLK_RESET_RECOVERY_DETECTED", "hw_reset_bus=3"),
+    (("--require-no-blk-miniport-flags",), {"blk-flags": "virtio-blk-miniport-flags|INFO|raw=0x00000004|removed=0|"
+                                                         "surprise_removed=0|reset_in_progress=1|reset_pending=0"},
+     {}, "VIRTIO_BLK_MINIPORT_FLAGS_NONZERO", "raw=0x00000004"),
+    (("--fail-on-blk-miniport-flags",), {"blk-flags": "virtio-blk-miniport-flags|INFO|raw=0x00000004|removed=0|"
+                                                      "surprise_removed=0|reset_in_progress=1|reset_pending=0"},
+     {}, "PASS", ""),
+    (("--fail-on-blk-miniport-flags",), {"blk-flags": "virtio-blk-miniport-flags|INFO|raw=0x00000002|removed=0|"
+                                                      "surprise_removed=1|reset_in_progress=0|reset_pending=0"},
+     {}, "VIRTIO_BLK_MINIPORT_FLAGS_REMOVED", "surprise_removed=1"),
+    (("--require-net-csum-offload",), {}, {}, "PASS", ""),
+    (("--require-net-csum-offload",), {"virtio-net-offload-csum": P + "TEST|virtio-net-offload-csum|PASS|tx_csum=0|"
+                                                                      "rx_csum=4|fallback=9"},
+     {}, "VIRTIO_NET_CSUM_OFFLOAD_ZERO", "tx_csum=0"),
+    (("--require-net-udp-csum-offload",), {"virtio-net-offload-csum": P + "TEST|virtio-net-offload-csum|PASS|"
+                                                                          "tx_csum=5|tx_udp4=0|tx_udp6=0"},
+     {}, "VIRTIO_NET_UDP_CSUM_OFFLOAD_ZERO", "tx_udp=0"),
+    (("--require-net-csum-offload",), {"virtio-net-offload-csum": P + "TEST|virtio-net-offload-csum|FAIL"},
+     {}, "VIRTIO_NET_CSUM_OFFLOAD_FAILED", "status=FAIL"),
+]
 
 
-def report_of(*records: str) -> GuestReport:
-    report = GuestReport()
-    for text in records:
-        record = parse_line(f"AERO_VIRTIO_SELFTEST|{text}".encode())
-        assert record is not None
-        report.add(record)
-    return report
+@pytest.mark.parametrize(("flags", "replace", "config", "token", "detail"), ROWS,
+                         ids=[f"{' '.join(r[0]) or 'default'}->{r[3]}" for r in ROWS])
+def test_the_rules_table(flags: tuple[str, ...], replace: dict[str, str | None], config: dict[str, str], token: str,
+                         detail: str) -> None:
+    verdict = verdict_of(transcript(replace, config), *flags)
+    assert verdict.token == token, verdict.line()
+    assert verdict.exit_code == (ExitCode.PASS if token == "PASS" else ExitCode.FAIL)
+    assert detail in verdict.detail
+    assert "\n" not in verdict.line()
 
 
-BLK, NET, SNDP = "TEST|virtio-blk|PASS|write_ok=1", "TEST|virtio-net|PASS|large_ok=1", "TEST|virtio-snd|PASS"
+MARKER_LINES = [line for line in transcript() if line.startswith(P + "TEST|")]
 
 
-@pytest.mark.parametrize(("records", "required", "token", "code", "detail_has"), [
-    ((BLK, NET, "RESULT|PASS"), BASE, "PASS", ExitCode.PASS, "RESULT|PASS"),
-    ((BLK, NET, SNDP, "RESULT|PASS"), SND, "PASS", ExitCode.PASS, "RESULT|PASS"),
-    ((BLK, NET, "TEST|virtio-input|FAIL", "RESULT|FAIL"), BASE, "SELFTEST_FAILED", ExitCode.FAIL, "virtio-input"),
-    ((BLK, NET, "RESULT|FAIL"), BASE, "SELFTEST_FAILED", ExitCode.FAIL, "RESULT|FAIL"),
-    ((BLK, "TEST|virtio-net|FAIL|large_ok=0", "RESULT|FAIL"), BASE, "TEST_FAILED", ExitCode.FAIL, "virtio-net FAIL"),
-    ((BLK, "TEST|virtio-net|FAIL|large_ok=0", "RESULT|PASS"), BASE, "TEST_FAILED", ExitCode.FAIL, "large_ok=0"),
-    ((BLK, NET, "TEST|virtio-snd|SKIP|flag_not_set", "RESULT|PASS"), SND, "TEST_SKIPPED", ExitCode.FAIL,
-     "flag_not_set"),
-    ((BLK, NET, "TEST|virtio-snd|SKIP|flag_not_set", "RESULT|PASS"), BASE, "PASS", ExitCode.PASS, ""),
-    ((BLK, "RESULT|PASS"), BASE, "MISSING_TEST_MARKER", ExitCode.FAIL, "virtio-net"),
-    ((BLK, NET, "RESULT|PASS"), SND, "MISSING_TEST_MARKER", ExitCode.FAIL, "virtio-snd"),
-    ((BLK, NET, "TEST|virtio-snd|READY", "RESULT|PASS"), SND, "MISSING_TEST_MARKER", ExitCode.FAIL, "virtio-snd"),
-    ((BLK, NET, "TEST|virtio-snd|READY", SNDP, "RESULT|PASS"), SND, "PASS", ExitCode.PASS, ""),
-    ((BLK, NET, "TEST|virtio-input|PASS|keys=2", "RESULT|PASS"), BASE, "PASS", ExitCode.PASS, ""),
-    (("TEST|virtio-blk|FAIL", "TEST|virtio-net|SKIP", "RESULT|FAIL"), BASE, "TEST_FAILED", ExitCode.FAIL,
-     "virtio-blk FAIL"),
-])
-def test_verdict_table(records: tuple[str, ...], required: tuple[str, ...], token: str, code: ExitCode,
-                       detail_has: str) -> None:
-    verdict = judge(report_of(*records), required)
-    assert (verdict.token, verdict.exit_code) == (token, code)
-    assert detail_has in verdict.detail
-    line = verdict.line()
-    assert "\n" not in line
-    assert line == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" if token == "PASS" else line.startswith(f"FAIL: {token}: ")
+@settings(max_examples=200, deadline=None)
+@given(order=st.permutations(range(len(MARKER_LINES))), noise=st.lists(st.sampled_from([
+    P + "TEST|virtio-unknown-thing|PASS|x=1", P + "TEST|virtio-net-diag|INFO|x=1", "virtio-blk: free text",
+    "virtio-foo-irq|INFO|mode=msi", P + "TEST|virtio-snd-eventq|INFO|completions=3"]), max_size=8))
+def test_any_order_of_the_markers_and_unrelated_lines_gives_the_same_verdict(order: list[int],
+                                                                              noise: list[str]) -> None:
+    head = transcript()[:2]
+    shuffled = head + [MARKER_LINES[i] for i in order] + noise + [P + "RESULT|PASS"]
+    assert verdict_of(shuffled).token == "PASS"
+
+
+def test_usage_errors_of_the_device_flags() -> None:
+    for flags, needle in [
+        (("--virtio-transitional", "--with-virtio-tablet"), "needs virtio-input"),
+        (("--with-input-tablet-events",), "needs --with-virtio-tablet"),
+        (("--virtio-blk-vectors", "-1"), "--virtio-blk-vectors must be between 0 and 2048"),
+        (("--virtio-net-vectors", "4096"), "must be between 0 and 2048"),
+        (("--virtio-disable-msix", "--virtio-net-vectors", "2"), "exclude each other"),
+        (("--virtio-disable-msix", "--require-virtio-net-msix"), "exclude each other"),
+        (("--virtio-snd-audio-backend", "wav"), "needs --enable-virtio-snd"),
+        (("--with-blk-resize", "--blk-resize-delta-mib", "0"), "--blk-resize-delta-mib must be between 1"),
+        (("--with-net-link-flap", "--net-link-flap-down-seconds", "0"), "must be more than 0"),
+    ]:
+        with pytest.raises(UsageError, match=needle):
+            device_set(*flags)
 
 
 def test_only_the_first_result_counts() -> None:
-    report = report_of(BLK, NET, "RESULT|PASS", "RESULT|FAIL")
+    report = report_of([P + "RESULT|PASS", P + "RESULT|FAIL"])
     assert report.result == "PASS"
 
 
 def test_a_later_final_status_replaces_an_earlier_one_and_notes_are_kept() -> None:
-    report = report_of("TEST|virtio-snd|READY", "TEST|virtio-snd|INFO|x=1", "TEST|virtio-snd|PASS|frames=9")
+    report = report_of([P + "TEST|virtio-snd|READY", P + "TEST|virtio-snd|INFO|x=1", P + "TEST|virtio-snd|PASS|frames=9"])
     outcome = report.tests["virtio-snd"]
     assert outcome.status.value == "PASS" and outcome.fields == {"frames": "9"}
     assert len(outcome.notes) == 2
 
 
 def test_timeout_and_qemu_exit_verdicts() -> None:
-    progress = report_of("START|version=1", BLK)
+    progress = report_of([P + "START|version=1", P + "TEST|virtio-blk|PASS"])
     timeout = timeout_verdict(progress, 30)
     assert (timeout.token, timeout.exit_code) == ("TIMEOUT", ExitCode.TIMEOUT)
     assert "30 s" in timeout.detail and "virtio-blk=PASS" in timeout.detail
@@ -76,5 +200,27 @@ def test_timeout_and_qemu_exit_verdicts() -> None:
 
 
 def test_the_verdict_line_is_one_line_whatever_the_guest_sent() -> None:
-    verdict = judge(report_of("TEST|virtio-blk|FAIL|err=a\rb\x0bc\x85d", NET, "RESULT|FAIL"), BASE)
-    assert verdict.line() == "FAIL: TEST_FAILED: virtio-blk FAIL (err=a b c d)"
+    verdict = verdict_of(transcript({"virtio-blk": P + "TEST|virtio-blk|FAIL|err=a\rb\x0bc\x85d",
+                                     "result": P + "RESULT|FAIL"}))
+    assert verdict.line() == "FAIL: VIRTIO_BLK_FAILED: virtio-blk FAIL (err=a b c d)"
+
+
+def test_config_checks_name_the_flag_that_matches_the_image() -> None:
+    devices = device_set()
+    config = dict(transcript_config(udp_port="28081"))
+    verdicts = [check(config) for check in devices.config_checks()]
+    udp = next(v for v in verdicts if v is not None)
+    assert udp.token == "UDP_PORT_MISMATCH" and "pass --udp-port 28081" in udp.detail
+    http = [check(dict(transcript_config(http_url="http://10.0.2.2:18090/other"))) for check in devices.config_checks()]
+    mismatch = next(v for v in http if v is not None)
+    assert mismatch.token == "HTTP_URL_MISMATCH" and "pass --http-port 18090 --http-path /other" in mismatch.detail
+    lan = [check(dict(transcript_config(http_url="http://192.168.1.9:18080/aero-virtio-selftest")))
+           for check in devices.config_checks()]
+    assert "only at 10.0.2.2" in next(v for v in lan if v is not None).detail
+    assert all(check(dict(transcript_config())) is None for check in devices.config_checks())
+    assert all(check(dict(transcript_config(udp_port="1"))) is None for check in device_set("--disable-udp").config_checks())
+
+
+def transcript_config(**fields: str) -> dict[str, str]:
+    report = report_of(transcript(config=fields))
+    return report.config

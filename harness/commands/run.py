@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.devices import Layout
+from harness.devices import add_arguments as add_device_arguments
 from harness.options import OUT_DIR_ENV
+from harness.outputs import output_path
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 
 HELP = "boot a prepared image under QEMU and report the guest selftest's verdict (the default)"
@@ -28,31 +31,38 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                    help="auto uses KVM only when it can really run a guest, else TCG (default: %(default)s)")
     g.add_argument("--timeout-seconds", type=float, default=600.0, metavar="S",
                    help="give up when no RESULT line came within this time (default: %(default)s)")
-    g.add_argument("--dry-run", action="store_true", help="print the QEMU command line and start nothing")
+    g.add_argument("--dry-run", "--print-qemu", "--print-qemu-cmd", dest="dry_run", action="store_true",
+                   help="print the QEMU command line (a shell line, then a JSON array) and start nothing")
     g.add_argument("qemu_extra", nargs=argparse.REMAINDER, metavar="-- QEMU-ARGS",
                    help="arguments after -- are passed to QEMU last")
 
-    s = parser.add_argument_group("guest services (on 127.0.0.1; 10.0.2.2 inside the guest)")
-    s.add_argument("--http-port", type=int, default=18080, metavar="PORT", help="(default: %(default)s)")
-    s.add_argument("--http-path", default="/aero-virtio-selftest", metavar="PATH", help="(default: %(default)s)")
-    s.add_argument("--udp-port", type=int, default=18081, metavar="PORT", help="UDP echo port (default: %(default)s)")
+    d = parser.add_argument_group("device layout and interrupts")
+    d.add_argument("--virtio-layout", choices=[layout.value for layout in Layout], default=Layout.CONTRACT.value,
+                   help="contract: the modern-only virtio devices the Aero drivers bind (1AF4:1042/1041/1052/1059, "
+                        "revision 01) and a virtio keyboard and mouse; transitional: QEMU's default virtio-blk and "
+                        "virtio-net (1AF4:1001/1000), for older drivers (default: %(default)s)")
+    d.add_argument("--virtio-transitional", dest="virtio_layout", action="store_const",
+                   const=Layout.TRANSITIONAL.value, help="the same as --virtio-layout transitional")
+    d.add_argument("--virtio-msix-vectors", type=int, default=None, metavar="N",
+                   help="MSI-X vectors of every virtio device (QEMU's vectors=N); per device: --virtio-<dev>-vectors")
+    d.add_argument("--virtio-disable-msix", "--force-intx", "--intx-only", dest="virtio_disable_msix",
+                   action="store_true", help="no MSI-X at all (vectors=0): every virtio device uses INTx")
+    d.add_argument("--require-intx", action="store_true",
+                   help="every attached virtio device's guest test must report INTx (IRQ_MODE_MISMATCH otherwise)")
+    d.add_argument("--require-msi", action="store_true",
+                   help="every attached virtio device's guest test must report MSI or MSI-X")
+    d.add_argument("--no-qemu-preflight-pci", action="store_true",
+                   help="skip the PCI check (query-pci before the guest runs) that each virtio function has the "
+                        "IDs the layout wants")
+    d.add_argument("--qemu-preflight-pci", "--qmp-preflight-pci", dest="qemu_preflight_pci", action="store_true",
+                   help="accepted for the upstream harness's scripts: the PCI preflight always runs")
 
-    a = parser.add_argument_group("virtio-snd")
-    a.add_argument("--enable-virtio-snd", "--with-virtio-snd", dest="enable_virtio_snd", action="store_true",
-                   help="attach virtio-sound-pci (QEMU 8.2+) and require the guest's virtio-snd test to pass")
-    a.add_argument("--virtio-snd-audio-backend", choices=("none", "wav"), default="none",
-                   help="QEMU audio backend of the sound device (default: %(default)s)")
-    a.add_argument("--virtio-snd-wav-path", type=Path, default=None, metavar="PATH",
-                   help="where the wav backend writes (default: OUT_DIR/virtio-snd.wav)")
-    a.add_argument("--audio-peak-threshold", type=int, default=200, metavar="N",
-                   help="the capture is not silent when its peak exceeds this (16-bit scale; default: %(default)s)")
-    a.add_argument("--audio-rms-threshold", type=float, default=50.0, metavar="N",
-                   help="... or when its RMS exceeds this (16-bit scale; default: %(default)s)")
+    add_device_arguments(parser)
 
     o = parser.add_argument_group("output")
     o.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
                    help=f"artifacts folder, created if missing (default: ${OUT_DIR_ENV} or ./out)")
-    o.add_argument("--serial-log", type=Path, default=None, metavar="PATH",
+    o.add_argument("--serial-log", type=output_path, default=None, metavar="PATH",
                    help="where COM1 is written (default: OUT_DIR/serial.log)")
     o.add_argument("--follow-serial", action="store_true",
                    help="stream COM1 to stdout while waiting (control bytes shown as \\xNN)")

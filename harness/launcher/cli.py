@@ -22,6 +22,7 @@ from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 from harness.entry import guarded
 from harness.errors import ExitCode, HarnessError, UsageError
+from harness.usage import UsageParser
 from harness.launcher import kvm, mounts
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
@@ -32,15 +33,6 @@ DEFAULT_IMAGE = "aero-win7-harness:latest"
 SUBCOMMANDS = ("run", "selfcheck")
 LAUNCHER_LOG = "launcher.log"
 log = get_logger("launcher")
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments are the contract's one USAGE line (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"FAIL: USAGE: {message}", flush=True)
-        raise SystemExit(ExitCode.USAGE)
 
 
 def _launcher_options(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +51,7 @@ def _launcher_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(subcommand: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"aero-win7-docker {subcommand}" if subcommand != "run" else "aero-win7-docker",
+    parser = UsageParser(prog=f"aero-win7-docker {subcommand}" if subcommand != "run" else "aero-win7-docker",
                      allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"aero-win7-docker {__version__}")
     _launcher_options(parser)
@@ -91,16 +83,20 @@ def harness_argv(parser: argparse.ArgumentParser, args: argparse.Namespace,
     launcher_dests = {a.dest for g in parser._action_groups if g.title == "launcher (host side)"
                       for a in g._group_actions}
     argv: list[str] = []
+    seen: set[str] = set()  # a dest two options share (--virtio-layout and --virtio-transitional) goes once
     for action in parser._actions:
-        if not action.option_strings or action.dest in launcher_dests or action.dest in ("help", "version", "stop_on_stdin_eof"):
+        if not action.option_strings or action.dest in launcher_dests or action.dest in seen or \
+                action.dest in ("help", "version", "stop_on_stdin_eof"):
             continue
         option = action.option_strings[0]
         if action.dest in paths:
             argv += [option, str(paths[action.dest])]
+            seen.add(action.dest)
             continue
         value = getattr(args, action.dest)
-        if value == action.default:
+        if value == parser.get_default(action.dest):  # the dest's default (two options may share it)
             continue
+        seen.add(action.dest)
         argv += [option] if action.nargs == 0 else [option, str(value)]
     extra = list(args.qemu_extra or [])
     if extra[:1] == ["--"]:
@@ -115,7 +111,7 @@ def launch(argv: list[str]) -> int:
     if args.qemu_system != DEFAULT_QEMU_SYSTEM:
         raise UsageError("--qemu-system does not apply: the container brings its own QEMU "
                          "(pass an image with another QEMU through --image)")
-    plan, paths = mounts.plan_run(args)  # usage errors come before the engine is asked anything
+    plan, paths = mounts.plan_run(parser, args)  # usage errors come before the engine is asked anything
     uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else mounts.IMAGE_USER
     if os.getuid() == 0:
         mounts.hand_over(plan, paths, (uid, gid))

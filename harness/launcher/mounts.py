@@ -21,14 +21,12 @@ from harness.disk import read_image_head
 from harness.errors import UsageError
 from harness.options import default_out_dir as harness_default_out_dir
 from harness.outputs import (HARNESS_LOG, HTTP_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
-                             SCREENSHOT, SERIAL_LOG, WAV, check_path_text)
+                             SCREENSHOT, SERIAL_LOG, WAV, check_path_text, output_path)
 
 IMAGES_DIR = PurePosixPath("/images")
 OUT_DIR = PurePosixPath("/out")
 IMAGE_USER = (10001, 10001)  # the image's own user (Dockerfile): what a root caller's container runs as
 
-# Options of `run` whose values are host paths of files the harness writes, with their flags.
-OUTPUT_FILE_DESTS = {"serial_log": "--serial-log", "virtio_snd_wav_path": "--virtio-snd-wav-path"}
 HARNESS_FILES = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
                  OVERLAY, LOCK, "launcher.log")
 
@@ -104,7 +102,12 @@ def _inside_out_dir(flag: str, path: Path, out_host: Path) -> PurePosixPath:
     return OUT_DIR.joinpath(*target.relative_to(out_host).parts)
 
 
-def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
+def output_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> flag of every option whose value is a file the harness writes (``type=output_path``)."""
+    return {a.dest: a.option_strings[0] for a in parser._actions if a.type is output_path and a.option_strings}
+
+
+def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
     """The mounts of a ``run``, and the container path of each path option (by argparse dest)."""
     plan = MountPlan()
     paths: dict[str, PurePosixPath] = {}
@@ -113,7 +116,7 @@ def plan_run(args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPa
         paths["disk_image"] = plan.add(disk.parent, IMAGES_DIR, read_only=True) / disk.name
     out_host = output_dir(default_out_dir(args.out_dir))
     paths["out_dir"] = plan.add(out_host, OUT_DIR, read_only=False)
-    for dest, flag in OUTPUT_FILE_DESTS.items():
+    for dest, flag in output_flags(parser).items():
         value: Path | None = getattr(args, dest, None)
         if value is not None:
             paths[dest] = _inside_out_dir(flag, value, out_host)

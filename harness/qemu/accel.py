@@ -28,6 +28,7 @@ from typing import Literal
 
 from harness.errors import InfraError
 from harness.logsetup import get_logger
+from harness.qemu.binary import die_with_parent
 from harness.qemu.bootsector import Ending, build_image
 from harness.runtime import PROBE_PREFIX, make_runtime_dir
 from harness.textsafe import visible
@@ -190,7 +191,8 @@ def _run_probe(argv: list[str]) -> tuple[int | None, bytes, bytes]:
     """Run the probe guest; (None, ...) when it outlived the deadline. ProbeAborted after abort_probes()."""
     if _aborted.is_set():
         raise ProbeAborted
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            preexec_fn=die_with_parent)
     with _running_lock:
         _running.add(proc)
     try:

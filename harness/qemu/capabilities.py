@@ -19,6 +19,7 @@ from pathlib import Path
 from qemu.qmp import QMPClient, QMPError
 
 from harness.errors import UsageError
+from harness.qemu.binary import die_with_parent
 from harness.qemu.cmdline import opts
 from harness.runtime import make_runtime_dir
 
@@ -50,7 +51,7 @@ async def _ask(qemu: str, socket_path: Path, devices: tuple[str, ...]) -> Capabi
     argv = [qemu, "-machine", "none", "-nodefaults", "-display", "none", "-S",
             "-chardev", opts("socket", id="qmp", path=socket_path, server=False), "-mon", "chardev=qmp,mode=control"]
     proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.PIPE)
+                                                stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         await asyncio.wait_for(client.accept(), ANSWER_TIMEOUT_S)
         machines = await client.execute("query-machines")
@@ -72,7 +73,10 @@ async def _ask(qemu: str, socket_path: Path, devices: tuple[str, ...]) -> Capabi
             pass  # QEMU closing the connection as it quits
         return Capabilities(names, cpu_max, properties)
     finally:
-        await client.disconnect()
+        try:
+            await client.disconnect()
+        except (QMPError, EOFError, OSError):
+            pass  # QEMU closed the connection first, as it does when it quits
         if proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), 5)

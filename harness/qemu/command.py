@@ -1,23 +1,18 @@
-"""The QEMU command line of a harness run."""
+"""The QEMU command line of a harness run: the machine, COM1, QMP and the display here; each device
+family's arguments from its module (``harness/devices``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.disk import GuestDisk
+from harness.devices import DeviceSet
+from harness.devices.base import DISPLAY
 from harness.qemu.cmdline import opts
 
 MACHINE = "pc"
-SND_DEVICE = "virtio-sound-pci"
-SND_MIN_VERSION = (8, 2, 0)
-
-
-@dataclass(frozen=True)
-class SoundSpec:
-    backend: Literal["none", "wav"]
-    wav_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -26,10 +21,11 @@ class QemuSpec:
     accel: Literal["kvm", "tcg"] | Literal["auto"]
     memory_mb: int
     smp: int
-    disk: GuestDisk
     serial_socket: Path
     qmp_socket: Path
-    sound: SoundSpec | None = None
+    devices: DeviceSet
+    written: Mapping[Path, Path] = field(default_factory=dict)  # QEMU's output files -> where it writes them
+    paused: bool = True  # -S: the PCI preflight looks at the machine before the guest runs
     extra: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -49,31 +45,18 @@ def build_argv(spec: QemuSpec) -> list[str]:
         "-m", str(spec.memory_mb),
         "-smp", str(spec.smp),
         "-nodefaults",
-        "-vga", "std",  # kept for QMP screendump: a bugcheck shows on screen, not on COM1
         "-display", "none",
         "-no-reboot",  # a guest reboot or bugcheck auto-restart ends the run at once
+        # The primary display, with an id: QMP screendump reads it (a bugcheck shows on screen, not on
+        # COM1), and QMP input-send-event addresses the input devices bound to it.
+        "-device", opts("VGA", id=DISPLAY),
         "-chardev", opts("socket", id="com1", path=spec.serial_socket, server=False),
         "-serial", "chardev:com1",
         "-chardev", opts("socket", id="qmp", path=spec.qmp_socket, server=False),
         "-mon", "chardev=qmp,mode=control",
-        "-drive", _drive_option(spec.disk),
-        "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
-        "-netdev", "user,id=net0",
-        "-device", "virtio-net-pci,netdev=net0",
     ]
-    if spec.sound is not None:
-        argv += ["-audiodev", _audiodev_option(spec.sound), "-device", f"{SND_DEVICE},audiodev=snd0"]
+    if spec.paused:
+        argv.append("-S")
+    argv += spec.devices.qemu_args(spec.written)
     argv += list(spec.extra)
     return argv
-
-
-def _drive_option(disk: GuestDisk) -> str:
-    return opts(None, {"file": disk.file, "if": "none", "id": "disk0", "format": disk.format,
-                       "snapshot": True if disk.snapshot else None})
-
-
-def _audiodev_option(sound: SoundSpec) -> str:
-    if sound.backend == "wav":
-        assert sound.wav_path is not None
-        return opts("wav", id="snd0", path=sound.wav_path)
-    return opts("none", id="snd0")

@@ -8,7 +8,6 @@ is finalised), and dies with the harness even if the harness is killed outright 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -19,21 +18,15 @@ from qemu.qmp import QMPClient, QMPError
 
 from harness.logsetup import get_logger
 from harness.outputs import open_new
+from harness.qemu.binary import die_with_parent
 
 QMP_CONNECT_TIMEOUT_S = 30.0
 QUIT_GRACE_S = 10.0
 EXIT_AFTER_QMP_LOSS_S = 3.0
 TERM_GRACE_S = 5.0
 HURRIED_GRACE_S = 0.4  # after a signal: how long QEMU gets to quit through QMP (a WAV header) before SIGKILL
-_PR_SET_PDEATHSIG = 1
 log = get_logger("qemu")
 
-
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child must not dlopen or malloc
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec: one system call, nothing else
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class QemuEndedEarly(Exception):
@@ -79,7 +72,7 @@ class QemuMachine:
         self._stderr = open_new(self.stderr_path)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=die_with_parent)
         log.info("QEMU started", extra={"pid": self.proc.pid})
         accept = asyncio.ensure_future(self.qmp.accept())
         exited = asyncio.ensure_future(self.proc.wait())

@@ -31,7 +31,7 @@ log = get_logger("services")
 @dataclass(frozen=True)
 class ServiceEndpoints:
     http_port: int
-    udp_port: int
+    udp_port: int | None
 
 
 def _check_port(port: int, what: str) -> None:
@@ -46,10 +46,12 @@ def _bind_error(err: OSError, what: str, port: int) -> InfraError:
 
 
 @contextmanager
-def guest_services(http_port: int, http_path: str, udp_port: int, log_path: Path) -> Iterator[ServiceEndpoints]:
-    """Run the HTTP server and the UDP echo for the life of the block; ports 0 pick free ones."""
+def guest_services(http_port: int, http_path: str, udp_port: int | None, log_path: Path) -> Iterator[ServiceEndpoints]:
+    """Run the HTTP server and the UDP echo (none when ``udp_port`` is None: --disable-udp) for the life
+    of the block; ports 0 pick free ones."""
     _check_port(http_port, "--http-port")
-    _check_port(udp_port, "--udp-port")
+    if udp_port is not None:
+        _check_port(udp_port, "--udp-port")
     if not http_path.startswith("/"):
         raise UsageError(f"--http-path must start with '/': {http_path}")
     with open_new(log_path, text=True) as stream:
@@ -58,25 +60,29 @@ def guest_services(http_port: int, http_path: str, udp_port: int, log_path: Path
             http = SelftestHttpServer(LISTEN_HOST, http_port, http_path, network_log)
         except OSError as err:
             raise _bind_error(err, "HTTP port", http_port) from err
-        try:
-            udp = UdpEcho(LISTEN_HOST, udp_port, network_log)
-        except OSError as err:
-            http.server_close()
-            raise _bind_error(err, "UDP port", udp_port) from err
+        udp = None
+        if udp_port is not None:
+            try:
+                udp = UdpEcho(LISTEN_HOST, udp_port, network_log)
+            except OSError as err:
+                http.server_close()
+                raise _bind_error(err, "UDP port", udp_port) from err
         threads = [threading.Thread(target=http.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
-                                    name="http", daemon=True),
-                   threading.Thread(target=udp.serve, name="udp-echo", daemon=True)]
+                                    name="http", daemon=True)]
+        if udp is not None:
+            threads.append(threading.Thread(target=udp.serve, name="udp-echo", daemon=True))
         for thread in threads:
             thread.start()
-        endpoints = ServiceEndpoints(http.server_address[1], udp.port)
-        log.info("guest services on %s: http://%s:%d%s, UDP echo %d", LISTEN_HOST, LISTEN_HOST,
-                 endpoints.http_port, http_path, endpoints.udp_port)
+        endpoints = ServiceEndpoints(http.server_address[1], udp.port if udp is not None else None)
+        log.info("guest services on %s: http://%s:%d%s, %s", LISTEN_HOST, LISTEN_HOST, endpoints.http_port,
+                 http_path, f"UDP echo {endpoints.udp_port}" if udp is not None else "no UDP echo (--disable-udp)")
         try:
             yield endpoints
         finally:
             http.shutdown()
             http.server_close()
-            udp.stop()
+            if udp is not None:
+                udp.stop()
             for thread in threads:
                 thread.join(timeout=2)
             network_log.close()

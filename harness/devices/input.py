@@ -1,0 +1,192 @@
+"""virtio-input: a keyboard and a mouse (and, with --with-virtio-tablet, a tablet), contract layout only.
+
+The Aero input driver binds 1AF4:1052 (modern-only, as QEMU's virtio input devices always are).
+QMP ``input-send-event`` addresses a display, not an input device, so the keyboard and mouse are
+bound to the primary display (``display=vga0``) and the tablet to a display of its own
+(``secondary-vga,id=vga1``): otherwise button and wheel events would go to the tablet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.devices.base import (DISPLAY, Board, Device, ExpectedFunction, add_vectors_argument, flag, msix_rule,
+                                  required)
+from harness.errors import UsageError
+from harness.qemu.cmdline import opts
+from harness.rules import CheckRule, MarkerRule, token_base
+from harness.verdict import Failure, GuestReport, Rule
+
+if TYPE_CHECKING:
+    from harness.actions import Reaction
+
+INPUT_ID = 0x1052
+KEYBOARD_ID, MOUSE_ID, TABLET_ID = "kbd0", "mouse0", "tablet0"
+TABLET_DISPLAY = "vga1"
+EXTENDED = ("virtio-input-events-modifiers", "virtio-input-events-buttons", "virtio-input-events-wheel")
+
+
+@dataclass(frozen=True)
+class Input(Device):
+    family = "virtio-input"
+    short = "input"
+    vectors: int | None = None
+    with_tablet: bool = False
+    with_events: bool = False
+    with_wheel: bool = False
+    with_extended: bool = False
+    with_media_keys: bool = False
+    with_tablet_events: bool = False
+    with_led: bool = False
+    with_leds: bool = False
+    require_msix: bool = False
+    require_binding: bool = False
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("virtio-input (contract layout)")
+        add_vectors_argument(g, "input", "virtio-input devices")
+        flag(g, "--with-virtio-tablet", help="attach a virtio tablet too (on a display of its own)")
+        flag(g, "--with-input-events", "--with-virtio-input-events", "--require-virtio-input-events",
+             "--enable-virtio-input-events",
+             help="inject key 'a', a mouse move and a left click over QMP when the guest says "
+                  "virtio-input-events|READY; the guest's test must PASS (provision with --test-input-events)")
+        flag(g, "--with-input-wheel", "--with-virtio-input-wheel", "--require-virtio-input-wheel",
+             "--enable-virtio-input-wheel",
+             help="... and mouse wheel events; the guest's virtio-input-wheel test must PASS")
+        flag(g, "--with-input-events-extended", "--with-input-events-extra",
+             help="... and modifiers (shift+b, ctrl, alt, F1), the side and extra buttons and the wheel; the guest's "
+                  "virtio-input-events-modifiers/-buttons/-wheel tests must PASS (provision with "
+                  "--test-input-events-extended)")
+        flag(g, "--with-input-media-keys", "--with-virtio-input-media-keys", "--require-virtio-input-media-keys",
+             "--enable-virtio-input-media-keys",
+             help="press volume-up over QMP when the guest says virtio-input-media-keys|READY (provision with "
+                  "--test-input-media-keys)")
+        flag(g, "--with-input-tablet-events", "--with-tablet-events", "--with-virtio-input-tablet-events",
+             "--require-virtio-input-tablet-events", "--enable-virtio-input-tablet-events",
+             help="move the tablet to (10000, 20000) and click when the guest says virtio-input-tablet-events|READY "
+                  "(needs --with-virtio-tablet; provision with --test-input-tablet-events)")
+        flag(g, "--with-input-led", "--with-virtio-input-led", "--require-virtio-input-led",
+             "--enable-virtio-input-led",
+             help="the guest's virtio-input-led test must PASS (provision with --test-input-led)")
+        flag(g, "--with-input-leds", "--with-virtio-input-leds", "--require-virtio-input-leds",
+             "--enable-virtio-input-leds",
+             help="the guest's virtio-input-leds test must PASS (provision with --test-input-leds)")
+        flag(g, "--require-virtio-input-msix", "--require-input-msix",
+             help="the guest's virtio-input-msix marker must report mode=msix")
+        flag(g, "--require-virtio-input-binding",
+             help="the guest's virtio-input-binding marker must PASS (the driver bound to the device)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Input:
+        return cls(vectors=args.virtio_input_vectors, with_tablet=args.with_virtio_tablet,
+                   with_events=args.with_input_events, with_wheel=args.with_input_wheel,
+                   with_extended=args.with_input_events_extended, with_media_keys=args.with_input_media_keys,
+                   with_tablet_events=args.with_input_tablet_events, with_led=args.with_input_led,
+                   with_leds=args.with_input_leds, require_msix=args.require_virtio_input_msix,
+                   require_binding=args.require_virtio_input_binding)
+
+    @property
+    def injects_events(self) -> bool:
+        return self.with_events or self.with_wheel or self.with_extended
+
+    def _asked(self) -> list[str]:
+        return [name for name, on in (
+            ("--with-virtio-tablet", self.with_tablet), ("--with-input-events", self.with_events),
+            ("--with-input-wheel", self.with_wheel), ("--with-input-events-extended", self.with_extended),
+            ("--with-input-media-keys", self.with_media_keys), ("--with-input-tablet-events", self.with_tablet_events),
+            ("--with-input-led", self.with_led), ("--with-input-leds", self.with_leds),
+            ("--require-virtio-input-msix", self.require_msix),
+            ("--require-virtio-input-binding", self.require_binding),
+            ("--virtio-input-vectors", self.vectors is not None)) if on]
+
+    def check(self, board: Board) -> None:
+        super().check(board)
+        if not board.contract and self._asked():
+            raise UsageError(f"{self._asked()[0]} needs virtio-input, which the {board.layout.value} layout does "
+                             "not attach (use --virtio-layout contract)")
+        if self.with_tablet_events and not self.with_tablet:
+            raise UsageError("--with-input-tablet-events needs --with-virtio-tablet (the tablet it moves)")
+        if self.require_msix and board.disable_msix:
+            raise UsageError("--virtio-disable-msix and --require-virtio-input-msix exclude each other")
+
+    def attached(self, board: Board) -> bool:
+        return board.contract
+
+    # -- QEMU -----------------------------------------------------------------------------------------
+    def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:
+        args = [*self.device_arg(board, "virtio-keyboard-pci", {"id": KEYBOARD_ID, "display": DISPLAY}),
+                *self.device_arg(board, "virtio-mouse-pci", {"id": MOUSE_ID, "display": DISPLAY})]
+        if self.with_tablet:
+            args += ["-device", opts("secondary-vga", id=TABLET_DISPLAY),
+                     *self.device_arg(board, "virtio-tablet-pci", {"id": TABLET_ID, "display": TABLET_DISPLAY})]
+        return args
+
+    def pci(self, board: Board) -> list[ExpectedFunction]:
+        ids = [KEYBOARD_ID, MOUSE_ID] + ([TABLET_ID] if self.with_tablet else [])
+        return [ExpectedFunction(qdev, self.family, (INPUT_ID,)) for qdev in ids]
+
+    def provisioning(self) -> list[str]:
+        wanted = [("--test-input-events", self.injects_events), ("--test-input-events-extended", self.with_extended),
+                  ("--test-input-media-keys", self.with_media_keys),
+                  ("--test-input-tablet-events", self.with_tablet_events), ("--test-input-led", self.with_led),
+                  ("--test-input-leds", self.with_leds), ("--require-input-msix", self.require_msix)]
+        return [name for name, on in wanted if on]
+
+    def reactions(self, board: Board) -> Sequence[Reaction]:
+        from harness.actions import input_events_reaction, media_keys_reaction, tablet_reaction
+
+        reactions: list[Reaction] = []
+        if self.injects_events:
+            reactions.append(input_events_reaction(DISPLAY, wheel=self.with_wheel or self.with_extended,
+                                                   extended=self.with_extended))
+        if self.with_media_keys:
+            reactions.append(media_keys_reaction(DISPLAY))
+        if self.with_tablet_events:
+            reactions.append(tablet_reaction(TABLET_DISPLAY))
+        return reactions
+
+    # -- the verdict ----------------------------------------------------------------------------------
+    def rules(self, board: Board) -> Sequence[Rule]:
+        if not self.attached(board):
+            return []
+        rules: list[Rule] = [
+            required("virtio-input-bind", board, keys=("reason", "expected", "actual", "pnp_id", "devices")),
+            required(self.family, board, keys=("devices", "keyboard_devices", "mouse_devices", "tablet_devices",
+                                               "irq_mode")),
+        ]
+        flagged = (
+            (self.require_binding, "virtio-input-binding", "--require-virtio-input-binding", None),
+            (self.injects_events, "virtio-input-events", "--with-input-events", "--test-input-events"),
+            (self.with_wheel, "virtio-input-wheel", "--with-input-wheel", "--test-input-events"),
+            (self.with_media_keys, "virtio-input-media-keys", "--with-input-media-keys", "--test-input-media-keys"),
+            (self.with_tablet_events, "virtio-input-tablet-events", "--with-input-tablet-events",
+             "--test-input-tablet-events"),
+            (self.with_led, "virtio-input-led", "--with-input-led", "--test-input-led"),
+            (self.with_leds, "virtio-input-leds", "--with-input-leds", "--test-input-leds"),
+        )
+        rules += [MarkerRule(marker, because, provision=hint) for on, marker, because, hint in flagged if on]
+        if self.with_extended:
+            rules.append(CheckRule("virtio-input-events-extended", _extended))
+        if self.require_msix:
+            rules.append(msix_rule(self.family, "--require-virtio-input-msix"))
+        return rules
+
+
+def _extended(report: GuestReport) -> Failure | None:
+    """The three extended sub-tests, under upstream's one token family."""
+    base = "VIRTIO_INPUT_EVENTS_EXTENDED"
+    failures = []
+    for marker in EXTENDED:
+        rule = MarkerRule(marker, "--with-input-events-extended", provision="--test-input-events-extended")
+        failure = rule.evaluate(report)
+        if failure is not None:
+            token = failure.token.replace(token_base(marker), base) if "MISSING" not in failure.token \
+                else f"MISSING_{base}"
+            failures.append(Failure(token, failure.detail, failure.order))
+    return min(failures, key=lambda f: f.order) if failures else None
+
