@@ -1,7 +1,8 @@
 """Windows 7 Setup under QEMU: the disk, the VM's command line, the user's steps, the launch.
 
-The VM has the layout the tests use (virtio-blk disk, virtio-net NIC on user networking) plus two
-IDE CD-ROMs: the user's Windows 7 ISO (booted first, while the disk is empty) and the provisioning
+The VM has the device layout the tests use (contract by default: the modern-only virtio-blk disk and
+virtio-net NIC the Aero drivers bind, and the virtio keyboard and mouse; the device modules build
+their arguments, so an image installed here boots in the runs), plus two IDE CD-ROMs: the user's Windows 7 ISO (booted first, while the disk is empty) and the provisioning
 ISO (``aero-win7-harness provision``) that holds the storage driver Setup needs to see the disk.
 Setup is interactive, so the display defaults to VNC; inside a container VNC listens on all the
 container's addresses so that a published port reaches it.
@@ -20,10 +21,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
+from harness.devices import Board, Layout
+from harness.devices.blk import Blk
+from harness.devices.input import Input
+from harness.devices.net import Net
+from harness.disk import GuestDisk, WriteMode
 from harness.errors import InfraError, InterruptedRun, UsageError
 from harness.provision import layout
+from harness.qemu.capabilities import capabilities
 from harness.qemu.binary import image_info, probe_qemu, qemu_img_for, resolve_executable
 from harness.qemu.cmdline import opts, render
+from harness.devices.base import DISPLAY
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
 
@@ -50,6 +58,7 @@ class InstallRequest:
     qemu_system: str = "qemu-system-x86_64"
     qemu_img: str | None = None  # None: the qemu-img beside --qemu-system, else on PATH
     qemu_extra: tuple[str, ...] = ()
+    layout: Layout = Layout.CONTRACT
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,14 @@ def _accel_args(accel: AccelChoice) -> list[str]:
 
 
 def _qemu_argv(qemu: str, request: InstallRequest, disk_format: str, display: str) -> list[str]:
+    board = Board(layout=request.layout, caps=capabilities(qemu), out_dir=Path("."),
+                  disk=GuestDisk(request.disk_image, disk_format, snapshot=False, mode=WriteMode.IN_PLACE))
+    devices = [Blk(bootindex=1), Input(), Net()]  # Setup boots the CD first, then the installed disk
     argv = [
         qemu, "-name", "aero-win7-install", "-machine", "pc", *_accel_args(request.accel),
         "-m", str(request.memory_mb), "-smp", str(request.smp), "-rtc", "base=localtime",
-        "-drive", opts(None, {"if": "none", "id": "disk0", "format": disk_format, "file": request.disk_image}),
-        "-device", opts("virtio-blk-pci", drive="disk0", bootindex=1),
+        "-vga", "none", "-device", opts("VGA", id=DISPLAY),  # the display the virtio keyboard and mouse follow
+        *[arg for device in devices if device.attached(board) for arg in device.qemu_args(board, {})],
         "-drive", opts(None, {"if": "none", "id": "win7-setup", "media": "cdrom", "readonly": True,
                               "format": "raw", "file": request.win7_iso}),
         "-device", opts("ide-cd", {"drive": "win7-setup", "bus": "ide.0", "unit": 0, "bootindex": 0}),
@@ -125,8 +137,6 @@ def _qemu_argv(qemu: str, request: InstallRequest, disk_format: str, display: st
             "-device", opts("ide-cd", {"drive": "aero-provisioning", "bus": "ide.1", "unit": 0}),
         ]
     argv += [
-        "-netdev", opts("user", id="net0"),
-        "-device", opts("virtio-net-pci", netdev="net0"),
         "-usb", "-device", "usb-tablet",
         "-display", display,
         *request.qemu_extra,
@@ -173,11 +183,15 @@ def steps(plan: InstallPlan) -> list[str]:
     if plan.request.provisioning_iso is None:
         lines.append("Warning: no --provisioning-iso; Setup sees the virtio disk only with its driver "
                      "(make the ISO with 'aero-win7-harness provision').")
-    run = render(["aero-win7-harness", "run", "--disk-image", str(plan.request.disk_image), "--snapshot"])
+    run = render(["aero-win7-harness", "run", "--disk-image", str(plan.request.disk_image), "--snapshot",
+                  *(["--virtio-transitional"] if plan.request.layout is Layout.TRANSITIONAL else [])])
+    storage = ("aero_virtio_blk.inf (the Aero virtio-blk driver, PCI\\VEN_1AF4&DEV_1042&REV_01)"
+               if plan.request.layout is Layout.CONTRACT else "the virtio storage driver of your older driver set "
+               "(the transitional layout's disk is PCI\\VEN_1AF4&DEV_1001)")
     lines += [
         "Steps:",
         "  1. In Setup choose Custom install. No disk is listed: click 'Load driver', browse the provisioning CD "
-        f"to {drivers} and pick the virtio storage driver for your Windows 7 edition; the disk appears.",
+        f"to {drivers} and pick {storage} for your Windows 7 edition; the disk appears.",
         "  2. Install Windows onto that disk and finish Setup.",
         f"  3. In Windows, run {script} from the provisioning CD as administrator "
         f"(it logs to {layout.GUEST_LOG}).",

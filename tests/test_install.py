@@ -70,20 +70,35 @@ def test_dry_run_prints_the_installer_command(tmp_path: Path, isos: tuple[Path, 
     assert _argv_after(qemu, "-smp") == ["4"]
     escaped_disk = str(disk).replace(",", ",,")
     assert _argv_after(qemu, "-drive") == [
-        f"if=none,id=disk0,format=qcow2,file={escaped_disk}",
+        f"file={escaped_disk},if=none,id=disk0,format=qcow2",
         f"if=none,id=win7-setup,media=cdrom,readonly=on,format=raw,file={str(win7).replace(',', ',,')}",
         f"if=none,id=aero-provisioning,media=cdrom,readonly=on,format=raw,file={prov}",
     ]
-    assert _argv_after(qemu, "-device") == [
-        "virtio-blk-pci,drive=disk0,bootindex=1",
+    assert _argv_after(qemu, "-device") == [  # the contract layout, as the runs have it
+        "VGA,id=vga0",
+        "virtio-blk-pci,drive=disk0,id=blk0,bootindex=1,disable-legacy=on,queue-size=128,num-queues=1",
+        "virtio-keyboard-pci,id=kbd0,display=vga0",
+        "virtio-mouse-pci,id=mouse0,display=vga0",
+        "virtio-net-pci,netdev=net0,id=nic0,disable-legacy=on",
         "ide-cd,drive=win7-setup,bus=ide.0,unit=0,bootindex=0",
         "ide-cd,drive=aero-provisioning,bus=ide.1,unit=0",
-        "virtio-net-pci,netdev=net0",
         "usb-tablet",
     ]
     assert _argv_after(qemu, "-netdev") == ["user,id=net0"]
     assert _argv_after(qemu, "-display") == ["vnc=127.0.0.1:0"]
     assert qemu[-2:] == ["-cpu", "max"]
+
+
+def test_install_in_the_transitional_layout(tmp_path: Path, isos: tuple[Path, Path],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    win7, _ = isos
+    disk = tmp_path / "old.img"
+    disk.write_bytes(bytes(1 << 20))
+    assert _cli(["install", "--win7-iso", str(win7), "--disk-image", str(disk), "--virtio-transitional",
+                 "--dry-run", "--accel", "tcg"]) == 0
+    qemu = shlex.split(capsys.readouterr().out.splitlines()[-1])
+    assert [d for d in _argv_after(qemu, "-device") if d.startswith("virtio")] == [
+        "virtio-blk-pci,drive=disk0,id=blk0,bootindex=1", "virtio-net-pci,netdev=net0,id=nic0"]
 
 
 def test_dry_run_on_an_existing_disk_uses_its_format(tmp_path: Path, isos: tuple[Path, Path],
@@ -96,7 +111,7 @@ def test_dry_run_on_an_existing_disk_uses_its_format(tmp_path: Path, isos: tuple
     (line,) = capsys.readouterr().out.splitlines()
     assert code == 0
     qemu = shlex.split(line)
-    assert _argv_after(qemu, "-drive")[0] == f"if=none,id=disk0,format=raw,file={disk}"
+    assert _argv_after(qemu, "-drive")[0] == f"file={disk},if=none,id=disk0,format=raw"
     assert _argv_after(qemu, "-accel") == ["tcg"]
     assert _argv_after(qemu, "-display") == ["gtk"]
     assert not any("aero-provisioning" in arg for arg in qemu)
@@ -219,7 +234,8 @@ def test_real_launch_creates_the_disk_and_attaches_everything(tmp_path: Path, is
     assert blocks["win7-setup"]["inserted"]["ro"] is True
     assert blocks["aero-provisioning"]["inserted"]["file"] == str(prov)
     virtio = {(d["id"]["vendor"], d["id"]["device"]) for bus in pci for d in bus["devices"]}
-    assert (0x1AF4, 0x1001) in virtio and (0x1AF4, 0x1000) in virtio  # virtio-blk, virtio-net (legacy ids)
+    assert {(0x1AF4, 0x1042), (0x1AF4, 0x1041), (0x1AF4, 0x1052)} <= virtio  # the contract layout's
+    assert "aero_virtio_blk.inf" in stdout  # Setup's "Load driver" step names the storage INF
 
     lines = stdout.splitlines()
     assert lines[0] == f"created {disk} (2 GB, qcow2)"

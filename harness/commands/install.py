@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.devices import Layout
 from harness.errors import InfraError
 from harness.qemu.accel import choose_accel
 from harness.qemu.binary import probe_qemu
@@ -38,6 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--display", default=None, metavar="SPEC",
                    help="QEMU -display value, e.g. gtk, sdl or vnc=127.0.0.1:1 (default: VNC on display :0, "
                         "on 127.0.0.1, or on all addresses inside a container)")
+    q.add_argument("--virtio-layout", choices=[layout.value for layout in Layout], default=Layout.CONTRACT.value,
+                   help="the virtio devices Setup sees, as in the runs: contract (what the Aero drivers bind) or "
+                        "transitional (older drivers) (default: %(default)s)")
+    q.add_argument("--virtio-transitional", dest="virtio_layout", action="store_const",
+                   const=Layout.TRANSITIONAL.value, help="the same as --virtio-layout transitional")
     q.add_argument("--dry-run", action="store_true", help="print the command(s) and start nothing")
     q.add_argument("qemu_extra", nargs=argparse.REMAINDER, metavar="-- QEMU-ARGS",
                    help="arguments after -- are passed to QEMU last")
@@ -63,6 +69,7 @@ def execute(args: argparse.Namespace) -> int:
         qemu_system=args.qemu_system,
         qemu_img=args.qemu_img,
         qemu_extra=tuple(extra),
+        layout=Layout(args.virtio_layout),
     ))
     if args.dry_run:
         for argv in (plan.create_disk_argv, plan.qemu_argv):

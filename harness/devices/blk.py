@@ -49,6 +49,7 @@ class Blk(Device):
     fail_on_reset_recovery: bool = False
     require_no_miniport_flags: bool = False
     fail_on_miniport_flags: bool = False
+    bootindex: int = 0  # the disk boots first in a run; Windows Setup boots its CD first (install)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -103,7 +104,7 @@ class Blk(Device):
 
     # -- QEMU -----------------------------------------------------------------------------------------
     def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:
-        props: dict[str, object] = {"drive": DRIVE_ID, "id": DEVICE_ID, "bootindex": 0}
+        props: dict[str, object] = {"drive": DRIVE_ID, "id": DEVICE_ID, "bootindex": self.bootindex}
         if board.contract:
             props.update({"disable-legacy": True, "queue-size": CONTRACT_QUEUE_SIZE, "num-queues": 1})
         return ["-drive", drive_option(board.disk), *self.device_arg(board, "virtio-blk-pci", props)]
