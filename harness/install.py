@@ -27,6 +27,7 @@ from harness.devices.input import Input
 from harness.devices.net import Net
 from harness.disk import GuestDisk, WriteMode
 from harness.errors import InfraError, InterruptedRun, UsageError
+from harness.netns import in_container
 from harness.provision import layout
 from harness.qemu.capabilities import capabilities
 from harness.qemu.binary import image_info, probe_qemu, qemu_img_for, resolve_executable
@@ -37,7 +38,6 @@ AccelChoice = Literal["auto", "kvm", "tcg"]
 
 REQUIRED_DEVICES = ("virtio-blk-pci", "virtio-net-pci", "ide-cd", "usb-tablet")
 VNC_BASE_PORT = 5900
-_CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 _ISO_SIGNATURE_OFFSET = 0x8001  # first volume descriptor's identifier
 _ISO_SIGNATURES = (b"CD001", b"BEA01")  # ISO 9660, or a UDF volume recognition sequence
 _VNC = re.compile(r"vnc=(?P<host>[^:,]*):(?P<display>\d+)")
@@ -67,10 +67,6 @@ class InstallPlan:
     create_disk_argv: list[str] | None
     qemu_argv: list[str]
     display: str
-
-
-def in_container() -> bool:
-    return any(marker.exists() for marker in _CONTAINER_MARKERS)
 
 
 def default_display() -> str:

@@ -34,6 +34,7 @@ class RunOptions:
     disable_msix: bool = False
     require_irq: Literal["intx", "msi"] | None = None
     pci_preflight: bool = True
+    network_isolation: Literal["auto", "on", "off"] = "auto"
     devices: tuple[Device, ...] = field(default_factory=default_devices)
     out_dir: Path = Path("out")
     serial_log: Path | None = None
@@ -127,6 +128,7 @@ def options_from_args(args: argparse.Namespace, **overrides: object) -> RunOptio
         timeout_s=args.timeout_seconds, dry_run=args.dry_run, qemu_extra=_extra(args),
         layout=Layout(args.virtio_layout), msix_vectors=args.virtio_msix_vectors,
         disable_msix=args.virtio_disable_msix, require_irq=require_irq, pci_preflight=not args.no_qemu_preflight_pci,
+        network_isolation=args.network_isolation,
         devices=devices_from_args(args), out_dir=out_dir, serial_log=args.serial_log,
         follow_serial=args.follow_serial, raw_serial=args.raw_serial, stop_on_stdin_eof=args.stop_on_stdin_eof,
         log_format=args.log_format,

@@ -24,6 +24,7 @@ from harness.devices import Board, DeviceSet
 from harness.disk import DiskImage, GuestDisk, WriteMode, create_overlay, plan_guest_disk, validate_image
 from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, quiet_console, remove_handler, setup_console
+from harness.netns import Isolation, isolate
 from harness.options import RunOptions, options_from_args
 from harness.outputs import (HARNESS_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
                              SCREENSHOT, Protected, check_outputs, clear_stale, lock_out_dir, partial_file,
@@ -119,6 +120,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 def run(opts: RunOptions) -> int:
     """Run the harness; prints the verdict line last and returns the exit code."""
     setup_console(opts.log_format)
+    # First of all: a new namespace is refused to a process that runs threads, and preparing starts some.
+    isolation = Isolation(False, "--dry-run") if opts.dry_run else isolate(opts.network_isolation)
     prepared = prepare(opts)
     if opts.dry_run:
         if opts.accel == "auto":
@@ -128,7 +131,7 @@ def run(opts: RunOptions) -> int:
         print(json.dumps(argv), flush=True)
         print(render(argv), flush=True)
         return int(ExitCode.PASS)
-    return asyncio.run(Session(opts, prepared).execute())
+    return asyncio.run(Session(opts, prepared, isolation=isolation).execute())
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Session:
     verdict_printed: float | None = None
     printed: Verdict | None = None
     machine: QemuMachine | None = None
+    isolation: Isolation | None = None
 
     async def execute(self) -> int:
         opts = self.opts
@@ -253,6 +257,8 @@ class Session:
         self.extra["disk"] = {"image": str(prepared.image.path), "format": prepared.image.format,
                               "mode": prepared.disk.mode.value, "opened": str(prepared.disk.file)}
         self.extra["layout"] = opts.layout.value
+        if self.isolation is not None:
+            self.extra["network_isolation"] = self.isolation.to_json()
         written = {path: partial_file(path) for path in devices.qemu_outputs()}  # renamed into place afterwards
         runtime_dir = make_runtime_dir()
         try:

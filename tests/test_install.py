@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from harness import install
+from harness import install, netns
 from harness.cli import main
 from harness.install import InstallPlan, InstallRequest, steps
 
@@ -41,7 +41,7 @@ def isos(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def outside_container(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(install, "_CONTAINER_MARKERS", (tmp_path / "no-such-marker",))
+    monkeypatch.setattr(netns, "CONTAINER_MARKERS", (tmp_path / "no-such-marker",))
 
 
 def _argv_after(argv: list[str], option: str) -> list[str]:
@@ -122,7 +122,7 @@ def test_vnc_listens_on_all_addresses_only_inside_a_container(tmp_path: Path, is
     win7, prov = isos
     marker = tmp_path / ".dockerenv"
     marker.touch()
-    monkeypatch.setattr(install, "_CONTAINER_MARKERS", (marker,))
+    monkeypatch.setattr(netns, "CONTAINER_MARKERS", (marker,))
     request = InstallRequest(win7_iso=win7, provisioning_iso=prov, disk_image=tmp_path / "d.qcow2", create_disk=True)
     plan = install.plan_install(request)
     assert plan.display == "vnc=0.0.0.0:0"

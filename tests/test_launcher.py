@@ -381,6 +381,7 @@ def test_container_is_hardened() -> None:
     assert kwargs["network_mode"] == "none"
     assert kwargs["user"] == "1000:1000"
     assert kwargs["stdin_open"] is True and kwargs["detach"] is False  # StdinOnce: the launcher's lifeline
+    assert kwargs["dns"] == ["127.0.0.1"] and kwargs["sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "53"}
     assert kwargs["labels"][container.LABEL_PID] == str(os.getpid())
 
 

@@ -31,6 +31,11 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                    help="auto uses KVM only when it can really run a guest, else TCG (default: %(default)s)")
     g.add_argument("--timeout-seconds", type=float, default=600.0, metavar="S",
                    help="give up when no RESULT line came within this time (default: %(default)s)")
+    g.add_argument("--network-isolation", choices=("auto", "on", "off"), default="auto",
+                   help="run QEMU and the guest's services in a network namespace of their own (own loopback, own "
+                        "resolv.conf: hermetic DNS, no host service reachable, no port clash between runs); auto "
+                        "falls back with one warning where namespaces are unavailable, on makes that an error "
+                        "(default: %(default)s)")
     g.add_argument("--dry-run", "--print-qemu", "--print-qemu-cmd", dest="dry_run", action="store_true",
                    help="print the QEMU command line (a shell line, then a JSON array) and start nothing")
     g.add_argument("qemu_extra", nargs=argparse.REMAINDER, metavar="-- QEMU-ARGS",

@@ -1,5 +1,5 @@
 """virtio-net: the guest's NIC on QEMU user networking, and the services the guest's network test
-talks to (HTTP, UDP echo) on the host.
+talks to on the host (HTTP, UDP echo, its name server).
 
 Contract layout: ``virtio-net-pci,disable-legacy=on`` (1AF4:1041, revision 01); transitional:
 QEMU's default 1AF4:1000. The NIC's id (``nic0``) is what QMP ``set_link`` names.
@@ -8,10 +8,11 @@ QEMU's default 1AF4:1000. The NIC's id (``nic0``) is what QMP ``set_link`` names
 from __future__ import annotations
 
 import argparse
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from harness.errors import ExitCode, UsageError
 from harness.outputs import HTTP_LOG, output_path
 from harness.qemu.cmdline import opts
 from harness.rules import CheckRule, MarkerRule, counter, order_of
+from harness.services.dns import NameTable, normalised, parse_record
 from harness.verdict import NOT_REPORTED, Failure, GuestReport, Rule, Verdict
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT = 18080, 18081
 DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
 DEFAULT_LINK_DOWN_S = 3.0
 CSUM_MARKER = "virtio-net-offload-csum"
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Net(Device):
     require_msix: bool = False
     require_csum_offload: bool = False
     require_udp_csum_offload: bool = False
+    dns_host: str | None = None
+    dns_records: tuple[tuple[str, str], ...] = ()
+    names: NameTable = field(default_factory=lambda: NameTable({}), compare=False)  # what the name server answers
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -77,6 +83,12 @@ class Net(Device):
              help="the guest's virtio-net-offload-csum marker must PASS with tx_csum > 0")
         flag(g, "--require-net-udp-csum-offload", "--require-virtio-net-udp-csum-offload",
              help="... and with UDP checksums offloaded (tx_udp > 0)")
+        g.add_argument("--dns-host", default=None, metavar="NAME",
+                       help="the name the guest was provisioned to resolve (besides host.lan, gateway.lan, dns.lan, "
+                            "which always answer 10.0.2.2; the guest's CONFIG dns_host is added too)")
+        g.add_argument("--dns-record", action="append", default=[], metavar="NAME=IPV4",
+                       help="one more name the guest's name server answers (repeatable); every other name is "
+                            "NXDOMAIN")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Net:
@@ -84,7 +96,10 @@ class Net(Device):
                    udp_port=args.udp_port, disable_udp=args.disable_udp, http_log=args.http_log,
                    with_link_flap=args.with_net_link_flap, link_down_s=args.net_link_flap_down_seconds,
                    require_msix=args.require_virtio_net_msix, require_csum_offload=args.require_net_csum_offload,
-                   require_udp_csum_offload=args.require_net_udp_csum_offload)
+                   require_udp_csum_offload=args.require_net_udp_csum_offload, dns_host=args.dns_host,
+                   dns_records=tuple(_records(args.dns_record)),
+                   names=NameTable(dict(_records(args.dns_record)) | ({args.dns_host: GUEST_HOST} if args.dns_host
+                                                                    and _valid_host(args.dns_host) else {})))
 
     def check(self, board: Board) -> None:
         super().check(board)
@@ -98,6 +113,8 @@ class Net(Device):
                              f"not {self.link_down_s:g}")
         if self.require_msix and board.disable_msix:
             raise UsageError("--virtio-disable-msix and --require-virtio-net-msix exclude each other")
+        if self.dns_host is not None and not _valid_host(self.dns_host):
+            raise UsageError(f"--dns-host must be a host name (letters, digits, '-' and dots), not {self.dns_host!r}")
 
     def log_path(self, out_dir: Path) -> Path:
         return self.http_log if self.http_log is not None else out_dir / HTTP_LOG
@@ -123,7 +140,7 @@ class Net(Device):
         from harness.services import guest_services
 
         return guest_services(self.http_port, self.http_path, None if self.disable_udp else self.udp_port,
-                              self.log_path(board.out_dir))
+                              self.log_path(board.out_dir), self.names)
 
     def reactions(self, board: Board) -> Sequence[Reaction]:
         if not self.with_link_flap:
@@ -149,13 +166,20 @@ class Net(Device):
         return rules
 
     def config_checks(self, board: Board) -> Sequence[ConfigCheck]:
-        checks: list[ConfigCheck] = [self._http_url]
+        checks: list[ConfigCheck] = [self._learn_dns_host, self._http_url]
         if not self.disable_udp:
             checks.append(self._udp_port)
         return checks
 
     def served_url(self) -> str:
         return f"http://{GUEST_HOST}:{self.http_port}{self.http_path}"
+
+    def _learn_dns_host(self, config: dict[str, str]) -> Verdict | None:
+        """The name the guest was provisioned to resolve first answers 10.0.2.2 too."""
+        name = config.get("dns_host")
+        if name and _valid_host(name):
+            self.names.add(name)
+        return None
 
     def _udp_port(self, config: dict[str, str]) -> Verdict | None:
         value = config.get("udp_port")
@@ -179,7 +203,7 @@ class Net(Device):
 
     def reaches_host(self, host: str) -> bool:
         """Whether the guest reaches the harness's services by this name or address."""
-        return host == GUEST_HOST
+        return host == GUEST_HOST or self.names.lookup(host) == GUEST_HOST
 
     def _csum(self, report: GuestReport) -> Failure | None:
         udp_only = not self.require_csum_offload
@@ -215,6 +239,17 @@ class Net(Device):
                                f"no UDP checksum was offloaded (tx_udp={udp} tx_udp4={fields.get('tx_udp4', '?')} "
                                f"tx_udp6={fields.get('tx_udp6', '?')} fallback={fields.get('fallback', '?')})", order)
         return None
+
+
+def _valid_host(name: str) -> bool:
+    return bool(_HOSTNAME.match(normalised(name)))
+
+
+def _records(texts: Sequence[str]) -> list[tuple[str, str]]:
+    try:
+        return [parse_record(text) for text in texts]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def url_mismatch(url: str, port: int, path: str, reaches: Any) -> str | None:

@@ -90,6 +90,10 @@ class ContainerSpec:
             "devices": self.devices,
             "group_add": self.group_add,
             "network_mode": self.network_mode,
+            # The guest's name lookups: QEMU sends them to the container's first nameserver, where the
+            # harness answers them (127.0.0.1:53, a low port its non-root user may bind by this sysctl).
+            "dns": ["127.0.0.1"],
+            "sysctls": {"net.ipv4.ip_unprivileged_port_start": "53"},
             "environment": self.environment,
             "labels": owner_labels(),
             "init": True,  # a real PID 1 forwards SIGINT/SIGTERM to the harness

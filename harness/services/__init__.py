@@ -1,7 +1,11 @@
-"""The services the guest reaches on the host: the selftest HTTP endpoints and the UDP echo.
+"""The services the guest reaches on the host: the selftest HTTP endpoints, the UDP echo and the
+guest's name server.
 
 Inside the guest the host is 10.0.2.2 (QEMU user networking); here they listen on 127.0.0.1 only.
-Every request and datagram is written to the network log (``http.log``), one line each.
+The name server listens where QEMU sends the guest's queries (the first nameserver of
+resolv.conf), when that is a loopback address: in the run's own network namespace or in the
+container, 127.0.0.1:53. Every request, datagram and query is written to the network log
+(``http.log``), one line each.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from harness.errors import InfraError, UsageError
 from harness.logsetup import get_logger
 from harness.outputs import open_new
+from harness.services.dns import DnsResponder, NameTable, first_nameserver
 from harness.services.http import LARGE_BODY, LARGE_FNV1A64, LARGE_SIZE, SelftestHttpServer, fnv1a64
 from harness.services.netlog import NetworkLog
 from harness.services.udp import UdpEcho
@@ -28,10 +33,27 @@ SHUTDOWN_POLL_S = 0.02  # how often serve_forever checks for shutdown: bounds th
 log = get_logger("services")
 
 
+DNS_PORT = 53
+
+
 @dataclass(frozen=True)
 class ServiceEndpoints:
     http_port: int
     udp_port: int | None
+    dns: str | None = None  # where the name server answers ("127.0.0.1:53"), None when it does not
+    dns_note: str = ""  # why not, or how hermetic it is
+
+
+def _start_dns(names: NameTable, network_log: NetworkLog, port: int) -> tuple[DnsResponder | None, str]:
+    nameserver = first_nameserver()
+    if nameserver is None or not nameserver.startswith("127."):
+        return None, (f"the guest's name lookups go to {nameserver or 'no nameserver'} (this process's resolv.conf), "
+                      "not to the harness: they are not hermetic (isolate the run, or use the container)")
+    try:
+        return DnsResponder(nameserver, port, names, network_log), f"answering on {nameserver}:{port}"
+    except OSError as err:
+        return None, (f"cannot answer the guest's name lookups on {nameserver}:{port} ({err.strerror}); they go to "
+                      "whatever listens there")
 
 
 def _check_port(port: int, what: str) -> None:
@@ -46,9 +68,10 @@ def _bind_error(err: OSError, what: str, port: int) -> InfraError:
 
 
 @contextmanager
-def guest_services(http_port: int, http_path: str, udp_port: int | None, log_path: Path) -> Iterator[ServiceEndpoints]:
-    """Run the HTTP server and the UDP echo (none when ``udp_port`` is None: --disable-udp) for the life
-    of the block; ports 0 pick free ones."""
+def guest_services(http_port: int, http_path: str, udp_port: int | None, log_path: Path,
+                   names: NameTable | None = None, dns_port: int = DNS_PORT) -> Iterator[ServiceEndpoints]:
+    """Run the HTTP server, the UDP echo (none when ``udp_port`` is None: --disable-udp) and, with
+    ``names``, the name server, for the life of the block; ports 0 pick free ones."""
     _check_port(http_port, "--http-port")
     if udp_port is not None:
         _check_port(udp_port, "--udp-port")
@@ -67,15 +90,21 @@ def guest_services(http_port: int, http_path: str, udp_port: int | None, log_pat
             except OSError as err:
                 http.server_close()
                 raise _bind_error(err, "UDP port", udp_port) from err
+        dns, dns_note = _start_dns(names, network_log, dns_port) if names is not None else (None, "")
         threads = [threading.Thread(target=http.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
                                     name="http", daemon=True)]
         if udp is not None:
             threads.append(threading.Thread(target=udp.serve, name="udp-echo", daemon=True))
+        if dns is not None:
+            threads.append(threading.Thread(target=dns.serve, name="dns", daemon=True))
         for thread in threads:
             thread.start()
-        endpoints = ServiceEndpoints(http.server_address[1], udp.port if udp is not None else None)
+        endpoints = ServiceEndpoints(http.server_address[1], udp.port if udp is not None else None,
+                                     f"{dns.address[0]}:{dns.address[1]}" if dns is not None else None, dns_note)
         log.info("guest services on %s: http://%s:%d%s, %s", LISTEN_HOST, LISTEN_HOST, endpoints.http_port,
                  http_path, f"UDP echo {endpoints.udp_port}" if udp is not None else "no UDP echo (--disable-udp)")
+        if names is not None:
+            (log.info if dns is not None else log.warning)("guest name server: %s", dns_note)
         try:
             yield endpoints
         finally:
@@ -83,6 +112,8 @@ def guest_services(http_port: int, http_path: str, udp_port: int | None, log_pat
             http.server_close()
             if udp is not None:
                 udp.stop()
+            if dns is not None:
+                dns.stop()
             for thread in threads:
                 thread.join(timeout=2)
             network_log.close()
