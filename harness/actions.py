@@ -69,7 +69,7 @@ class Qmp:
         try:
             reply = await asyncio.wait_for(self._execute(command, arguments), QMP_TIMEOUT_S)
         except ExecuteError as err:
-            entry["error"] = f"{err.error_class}: {err.error.desc}" if err.error else str(err)
+            entry["error"] = f"{err.error_class}: {err}"  # QEMU's class and description
             self._keep(entry)
             raise QmpActionFailed(self.record.reaction, f"QEMU refused {command} {arguments}: "
                                                         f"{entry['error']}") from err

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 _CHUNK_BYTES = 1 << 20
+ENVELOPE_POINTS = 400  # the waveform report.html draws: its min and max in this many stretches
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,16 @@ class AudioStats:
     frames: int
     peak: int  # on a 16-bit scale
     rms: float  # on a 16-bit scale
+    envelope: tuple[tuple[int, int], ...] = ()  # (min, max) of ENVELOPE_POINTS equal stretches, 16-bit scale
 
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "seconds": round(self.seconds, 3), "rms": round(self.rms, 2)}
+        out = {**asdict(self), "seconds": round(self.seconds, 3), "rms": round(self.rms, 2)}
+        out["envelope"] = [list(point) for point in self.envelope]
+        return out
 
 
 class WavError(Exception):
@@ -62,7 +66,7 @@ def _layout(path: Path) -> _Layout:
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             raise WavError("not a RIFF/WAVE file")
         riff_size = struct.unpack("<I", head[4:8])[0]
-        fmt: tuple[int, int, int, int] | None = None
+        fmt: tuple[int, int, int, int, int, int] | None = None
         while True:
             chunk = stream.read(8)
             if len(chunk) < 8:
@@ -96,6 +100,11 @@ def analyze(path: Path, should_stop: Callable[[], bool] = lambda: False) -> Audi
     peak = 0
     sum_sq = 0.0
     count = 0
+    channels = max(layout.channels, 1)
+    total = layout.data_bytes // width
+    stretch = max(channels, -(-total // ENVELOPE_POINTS) // channels * channels)  # whole frames each
+    envelope: list[tuple[int, int]] = []
+    carry = array(typecode if width > 1 else "h")  # samples of a stretch split across two chunks
     with path.open("rb") as stream:
         stream.seek(layout.data_offset)
         remaining = layout.data_bytes - layout.data_bytes % (width * max(layout.channels, 1))
@@ -117,11 +126,19 @@ def analyze(path: Path, should_stop: Callable[[], bool] = lambda: False) -> Audi
                 peak = max(peak, max(samples), -min(samples))
                 sum_sq += math.fsum(float(s) * s for s in samples)
                 count += len(samples)
+                carry.extend(samples)
+                whole = len(carry) - len(carry) % stretch
+                for start in range(0, whole, stretch):
+                    part = carry[start:start + stretch]
+                    envelope.append((min(part), max(part)))
+                del carry[:whole]
+    if carry:
+        envelope.append((min(carry), max(carry)))
     scale = 2.0 ** -shift  # 8-bit samples up by 256, 32-bit ones down by 65536
     rms = math.sqrt(sum_sq / count) * scale if count else 0.0
     frames = count // layout.channels if layout.channels else 0
     return AudioStats(str(path), layout.header_complete, layout.channels, layout.rate, layout.bits, frames,
-                      int(peak * scale), rms)
+                      int(peak * scale), rms, tuple((int(lo * scale), int(hi * scale)) for lo, hi in envelope))
 
 
 def is_silent(stats: AudioStats, peak_threshold: int, rms_threshold: float) -> bool:

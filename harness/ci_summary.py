@@ -47,6 +47,24 @@ def _facts(results: Mapping[str, Any]) -> str:
     return _cell(" · ".join(facts))
 
 
+_PHASES = {"qemu_started": "QEMU started", "qemu_up": "QEMU up", "first_serial_byte": "first COM1 byte",
+           "start": "selftest START", "config": "CONFIG", "result": "RESULT", "qemu_ended": "QEMU ended"}
+
+
+def _timeline(results: Mapping[str, Any]) -> list[str]:
+    """The run's phases, in seconds since QEMU started."""
+    timeline = results.get("timeline")
+    phases = timeline.get("phases") if isinstance(timeline, Mapping) else None
+    if not isinstance(phases, Mapping) or not phases:
+        return []
+    rows = ["", "| phase | at (s) |", "| --- | --- |"]
+    for key, at in phases.items():
+        label = _PHASES.get(str(key)) or (f"{str(key).removeprefix('marker:')}" if str(key).startswith("marker:")
+                                          else str(key))
+        rows.append(f"| {_cell(label)} | {_cell(at)} |")
+    return rows
+
+
 def render(results: Mapping[str, Any]) -> str:
     verdict = str(results.get("verdict", "?"))
     lines = [f"## {TITLE}: {_cell(verdict)}", ""]
@@ -61,6 +79,7 @@ def render(results: Mapping[str, Any]) -> str:
             lines.append(f"| {_cell(name)} | {_cell(outcome.get('status', '?'))} | {_fields(outcome)} |")
     else:
         lines.append("The guest reported no tests.")
+    lines += _timeline(results)
     facts = _facts(results)
     return "\n".join([*lines, *(["", facts] if facts else [])]) + "\n"
 

@@ -11,8 +11,8 @@ from types import ModuleType
 from harness import __version__
 from harness.entry import guarded
 from harness.errors import ExitCode
-from harness.usage import UsageParser
 from harness.logsetup import setup_console
+from harness.usage import UsageParser
 
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {

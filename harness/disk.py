@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.errors import InfraError, UsageError
 from harness.outputs import OVERLAY, partial_file
 from harness.qemu.binary import check_image_metadata, image_chain
+
 _MBR_SIGNATURE = b"\x55\xaa"
 
 

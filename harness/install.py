@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Literal
 
 from harness.devices import Board, Layout
+from harness.devices.base import DISPLAY
 from harness.devices.blk import Blk
 from harness.devices.input import Input
 from harness.devices.net import Net
@@ -29,10 +30,9 @@ from harness.disk import GuestDisk, WriteMode
 from harness.errors import InfraError, InterruptedRun, UsageError
 from harness.netns import in_container
 from harness.provision import layout
-from harness.qemu.capabilities import capabilities
 from harness.qemu.binary import image_info, probe_qemu, qemu_img_for, resolve_executable
+from harness.qemu.capabilities import capabilities
 from harness.qemu.cmdline import opts, render
-from harness.devices.base import DISPLAY
 
 AccelChoice = Literal["auto", "kvm", "tcg"]
 

@@ -41,6 +41,8 @@ class RunOptions:
     follow_serial: bool = False
     raw_serial: bool = False
     stop_on_stdin_eof: bool = False
+    quiet: bool = False
+    progress_interval_s: float = 30.0
     log_format: Literal["text", "json"] = "text"
 
     @property
@@ -69,6 +71,9 @@ class RunOptions:
             raise UsageError("--snapshot and --write-to-image exclude each other")
         if self.raw_serial and not self.follow_serial:
             raise UsageError("--raw-serial needs --follow-serial")
+        if not math.isfinite(self.progress_interval_s) or not self.progress_interval_s > 0:
+            raise UsageError(f"--progress-interval must be a number of seconds greater than 0, "
+                             f"not {self.progress_interval_s:g}")
         if self.msix_vectors is not None:
             from harness.devices.base import MAX_VECTORS
 
@@ -131,7 +136,7 @@ def options_from_args(args: argparse.Namespace, **overrides: object) -> RunOptio
         network_isolation=args.network_isolation,
         devices=devices_from_args(args), out_dir=out_dir, serial_log=args.serial_log,
         follow_serial=args.follow_serial, raw_serial=args.raw_serial, stop_on_stdin_eof=args.stop_on_stdin_eof,
-        log_format=args.log_format,
+        quiet=args.quiet, progress_interval_s=args.progress_interval, log_format=args.log_format,
     )
     values.update(overrides)
     return RunOptions(**values)  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import shutil
 import signal
@@ -11,35 +13,52 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import json
-from contextlib import ExitStack
+from qemu.qmp import QMPError
 
 from harness.actions import ActionLog, Qmp, Reaction, run_reaction
-from harness.artifacts import RunRecord, write_junit, write_results
+from harness.artifacts import RunRecord, results_document, write_junit, write_results
 from harness.devices import Board, DeviceSet
 from harness.disk import DiskImage, GuestDisk, WriteMode, create_overlay, plan_guest_disk, validate_image
 from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, quiet_console, remove_handler, setup_console
 from harness.netns import Isolation, isolate
 from harness.options import RunOptions, options_from_args
-from harness.outputs import (HARNESS_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
-                             SCREENSHOT, Protected, check_outputs, clear_stale, lock_out_dir, partial_file,
-                             unwritable_out_dir, write_atomically)
+from harness.outputs import (
+    HARNESS_LOG,
+    JUNIT,
+    LOCK,
+    OVERLAY,
+    QEMU_STDERR_LOG,
+    REPORT_HTML,
+    RESULTS,
+    SCREENSHOT,
+    Protected,
+    check_outputs,
+    clear_stale,
+    lock_out_dir,
+    partial_file,
+    unwritable_out_dir,
+    write_atomically,
+)
+from harness.progress import Progress, choose_mode
 from harness.protocol import Kind, Record, Status
 from harness.qemu import preflight
 from harness.qemu.accel import abort_probes, choose_accel
 from harness.qemu.binary import QemuBinary, probe_qemu, qemu_img_for
-from harness.qemu.cmdline import render
 from harness.qemu.capabilities import Capabilities, capabilities
+from harness.qemu.cmdline import render
 from harness.qemu.command import MACHINE, QemuSpec, build_argv
 from harness.qemu.extra import check_extra_args
 from harness.qemu.machine import QemuEndedEarly, QemuMachine, tail_of
+from harness.report import write_report
 from harness.runtime import RUNTIME_PREFIX, make_runtime_dir, sweep_stale
 from harness.serialport import SerialCapture
+from harness.timeline import Timeline
 from harness.verdict import GuestReport, Rule, Verdict, judge, qemu_exited_verdict, timeout_verdict
 
 SERIAL_DRAIN_S = 2.0
@@ -74,7 +93,7 @@ def output_files(opts: RunOptions, disk: GuestDisk | None) -> list[tuple[str, Pa
     overlay only once ``disk`` says there is one."""
     out = opts.out_dir
     files = [("--serial-log" if opts.serial_log else "--out-dir", opts.serial_log_path)]
-    files += [output for device in opts.devices for output in device.outputs(out)]
+    files += [(o.flag, o.path) for device in opts.devices for o in device.outputs(out)]
     names = [HARNESS_LOG, QEMU_STDERR_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, LOCK]
     if disk is not None and disk.mode is WriteMode.OVERLAY:
         names.append(OVERLAY)
@@ -119,7 +138,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def run(opts: RunOptions) -> int:
     """Run the harness; prints the verdict line last and returns the exit code."""
-    setup_console(opts.log_format)
+    setup_console(opts.log_format, logging.WARNING if opts.quiet else logging.INFO)
     # First of all: a new namespace is refused to a process that runs threads, and preparing starts some.
     isolation = Isolation(False, "--dry-run") if opts.dry_run else isolate(opts.network_isolation)
     prepared = prepare(opts)
@@ -147,6 +166,8 @@ class Session:
     printed: Verdict | None = None
     machine: QemuMachine | None = None
     isolation: Isolation | None = None
+    timeline: Timeline = field(default_factory=Timeline)
+    progress: Progress | None = None
 
     async def execute(self) -> int:
         opts = self.opts
@@ -233,8 +254,9 @@ class Session:
 
     async def _interruptible(self, work: Awaitable[T], during: str) -> T:
         """``work``, unless a signal comes first: then it is cancelled and InterruptedRun raised."""
-        task = asyncio.ensure_future(work)
-        await asyncio.wait({task, self._interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        waiters: set[asyncio.Future[Any]] = {task, self._interrupted}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
         task.cancel()
@@ -251,8 +273,15 @@ class Session:
     async def _run(self) -> Verdict:
         opts, prepared = self.opts, self.prepared
         devices = prepared.devices
+        required = frozenset(devices.required_markers())
+        self.timeline.required = required
+        self.progress = Progress(choose_mode(opts.quiet, opts.follow_serial), opts.timeout_s,
+                                 opts.progress_interval_s, required=required)
+        self.progress.start()
+        self.progress.phase("choosing the accelerator")
         self.accel = await self._interruptible(asyncio.to_thread(choose_accel, opts.accel, prepared.qemu.path),
                                                "before QEMU started (while probing KVM)")
+        self.progress.accel = self.accel
         create_overlay(prepared.qemu_img, prepared.image, prepared.disk)
         self.extra["disk"] = {"image": str(prepared.image.path), "format": prepared.image.format,
                               "mode": prepared.disk.mode.value, "opened": str(prepared.disk.file)}
@@ -295,13 +324,24 @@ class Session:
         return verdict
 
     def _on_records(self, records: list[Record], received: float) -> None:
+        self.timeline.add(records, received)
         for record in records:
             self.report.add(record)
+            if record.kind == Kind.TEXT:
+                continue  # free text: the serial log has it, the verdict keeps it for the causes of a skip
             log.info("guest: %s", record.text)
             if record.kind == Kind.CONFIG:
                 self._check_config()
-            elif record.kind == Kind.TEST and len(record.parts) > 1 and record.parts[1] == Status.READY.value:
-                self._react(record.parts[0], received)
+            elif record.kind == Kind.TEST and len(record.parts) > 1:
+                outcome = self.report.tests.get(record.parts[0])
+                if outcome is not None and outcome.seq == self.report.records:  # this record set its status
+                    outcome.at_s = self.timeline.at(received)
+                if record.parts[1] == Status.READY.value:
+                    self._react(record.parts[0], received)
+                if self.progress is not None:
+                    self.progress.marker(record.parts[0], record.parts[1])
+            elif record.kind == Kind.START and self.progress is not None:
+                self.progress.phase("selftest started")
             if self.report.result is not None and self.result_received is None:
                 self.result_received = received
                 self._result_event.set()
@@ -320,8 +360,9 @@ class Session:
         if reaction is None or marker in self._actions or self.machine is None:
             return
         record = ActionLog(reaction.action, marker)
-        if self._qemu_started is not None:
-            record.ready_at_s = round(received - self._qemu_started, 3)
+        record.ready_at_s = self.timeline.at(received)
+        if self.progress is not None:
+            self.progress.action(reaction.action)
         self._actions[marker] = record
         machine = self.machine
         qmp = Qmp(machine.execute, record, received)
@@ -363,13 +404,23 @@ class Session:
         await machine.execute("cont")
         self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
 
+    async def _refresh_pci(self, machine: QemuMachine) -> None:
+        """The PCI table once firmware and guest have set the functions up (IRQs, BAR addresses)."""
+        if not machine.running or self._interrupted.done() or "pci" not in self.extra:
+            return
+        try:
+            answer = await machine.execute("query-pci", timeout=2.0)
+        except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+            log.debug("query-pci at the end: %s", err)
+            return
+        self.extra["pci"] = [f.to_json() for f in preflight.virtio(preflight.functions(answer))]  # type: ignore[arg-type]
+
     async def _boot_and_watch(self, runtime_dir: Path) -> Verdict:
         opts = self.opts
         self._result_event = asyncio.Event()
         self._reactions: list[Reaction] = self.prepared.devices.reactions()
         self._actions: dict[str, ActionLog] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        self._qemu_started: float | None = None
         serial = SerialCapture(runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
                                follow=opts.follow_serial, raw=opts.raw_serial)
         await serial.start()
@@ -377,34 +428,45 @@ class Session:
         machine = self.machine = QemuMachine(self.argv, runtime_dir / "qmp.sock", stderr_path)
         if self._interrupted.done():
             machine.hurry()
+        progress = self.progress
+        assert progress is not None
+        progress.serial_bytes = lambda: serial.bytes_received
+        progress.phase("starting QEMU")
         try:
             try:
+                self.timeline.start(time.monotonic())
                 await self._interruptible(machine.start(), "while QEMU was starting")
             except QemuEndedEarly as early:
                 if early.returncode is None:
                     raise InfraError(f"QEMU did not open its QMP connection: {tail_of(stderr_path)}") from early
                 return qemu_exited_verdict(self.report, early.returncode, tail_of(stderr_path))
-            self._qemu_started = time.monotonic()
+            self.timeline.phase("qemu_up", time.monotonic())
             self.extra["qemu_pid"] = machine.proc.pid if machine.proc else None
             machine.watch_events(self._on_qmp_event)
             try:
                 await self._interruptible(self._preflight(machine), "during the PCI preflight")
             except HarnessError as err:
                 return Verdict(err.token, err.exit_code, err.detail)
+            progress.phase("QEMU up: firmware and boot")
             verdict = await self._await_outcome(machine, serial, stderr_path)
             serial.stop_following()
             if not verdict.passed and verdict.exit_code != ExitCode.INTERRUPTED and machine.running:
                 verdict = await self._screenshot(machine, runtime_dir, verdict)
             if not (verdict.passed and self.prepared.devices.changes_a_pass_after_exit()):
                 self._print(verdict)  # as soon as it is known; nothing below can change it
+            await self._refresh_pci(machine)
             return verdict
         except InterruptedRun as stop:
             return Verdict(stop.token, stop.exit_code, stop.detail)
         finally:
+            progress.stop()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await machine.shutdown()
+            self.timeline.phase("qemu_ended", time.monotonic())
+            if serial.first_byte_at is not None:
+                self.timeline.phase("first_serial_byte", serial.first_byte_at)
             await serial.close()
             self.extra["serial_bytes"] = serial.bytes_received
             if self._actions:
@@ -459,6 +521,8 @@ class Session:
 
     def _print(self, verdict: Verdict) -> None:
         if self.printed is None:
+            if self.progress is not None:
+                self.progress.stop()  # its line is gone before the verdict's
             print(verdict.line(), flush=True)
             self.verdict_printed = time.monotonic()
             self.printed = verdict
@@ -468,15 +532,26 @@ class Session:
         if self.result_received is not None and self.verdict_printed is not None:
             self.extra.setdefault("timing", {})["detection_latency_ms"] = round(
                 (self.verdict_printed - self.result_received) * 1000, 3)
+        if self.timeline.origin is not None:
+            self.extra["timeline"] = self.timeline.to_json()
         record = RunRecord(verdict=verdict, report=self.report, required=tuple(self.prepared.devices.required_markers()),
                            accel=self.accel,
                            qemu_version=self.prepared.qemu.version_text, qemu_argv=self.argv, duration_s=duration,
                            extra=self.extra)
-        for write in (write_results, write_junit):
+        artifacts = {"serial_log": self.opts.serial_log_path,
+                     **{o.role: o.path for o in self.prepared.devices.outputs()}}
+        record.extra["artifacts"] = {role: str(path) for role, path in artifacts.items()}
+        for write in (write_results, write_junit, self._write_page):
             try:
                 write(record, self.opts.out_dir)
             except Exception:  # noqa: BLE001 - a report that cannot be written must not change the verdict
                 log.exception("could not write a report (%s) to %s", write.__name__, self.opts.out_dir)
+
+    def _write_page(self, record: RunRecord, out_dir: Path) -> Path:
+        artifacts = {role: Path(path) for role, path in record.extra["artifacts"].items()}
+        return write_report(results_document(record), out_dir, artifacts.get("serial_log"),
+                            artifacts.get("network_log"), [p for r, p in artifacts.items()
+                                                           if r not in ("serial_log", "network_log")])
 
 
 def _settle(partial: Path, final: Path) -> None:

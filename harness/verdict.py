@@ -29,9 +29,12 @@ class TestOutcome:
     reason: str | None = None
     notes: list[str] = field(default_factory=list)  # READY/INFO records, in order
     seq: int = 0  # the number of the record that set this status (the guest's order)
+    at_s: float | None = None  # when that record arrived, in seconds since QEMU started
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"status": self.status.value, "fields": dict(self.fields)}
+        if self.at_s is not None:
+            out["at_s"] = self.at_s
         if self.reason:
             out["reason"] = self.reason
         if self.notes:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from harness.devices import Layout
 from harness.errors import InfraError
-from harness.qemu.accel import choose_accel
-from harness.qemu.binary import probe_qemu
 from harness.install import InstallRequest, create_disk, plan_install, run_vm, steps
-from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
+from harness.qemu.accel import choose_accel
+from harness.qemu.binary import DEFAULT_QEMU_SYSTEM, probe_qemu
 from harness.qemu.cmdline import render
 
 HELP = "start an interactive Windows 7 install in QEMU with the virtio disk, the NIC and the provisioning ISO"

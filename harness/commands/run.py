@@ -76,6 +76,12 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
     o.add_argument("--stop-on-stdin-eof", action="store_true",
                    help="stop the run, as on SIGTERM, when standard input closes (a launcher keeps it open for "
                         "as long as it lives, so the run cannot outlive it)")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress and no informational log lines on the console: the verdict line, warnings and "
+                        "errors only")
+    o.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                   help="off a terminal, a progress line every S seconds and at each phase change (default: "
+                        "%(default)s)")
     o.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="console log format; harness.log is always JSON (default: %(default)s)")
 

@@ -9,9 +9,9 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from harness.devices.base import Board, Device, ExpectedFunction, Layout
+from harness.devices.base import Board, Device, ExpectedFunction, Layout, Output
 from harness.devices.blk import Blk
 from harness.devices.input import Input
 from harness.devices.irq import irq_mode_rule
@@ -41,7 +41,7 @@ def devices_from_args(args: argparse.Namespace) -> tuple[Device, ...]:
 
 
 def default_devices() -> tuple[Device, ...]:
-    return tuple(family() for family in FAMILIES)  # type: ignore[call-arg] - every field has a default
+    return tuple(family() for family in FAMILIES)  # every field of every family has a default
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class DeviceSet:
     def rules(self) -> list[Rule]:
         rules = [rule for d in self.devices for rule in d.rules(self.board)]
         if self.require_irq in ("intx", "msi"):
-            rules.append(irq_mode_rule(self.require_irq, [d.irq_markers() for d in self.attached()]))  # type: ignore[arg-type]
+            want: Literal["intx", "msi"] = "intx" if self.require_irq == "intx" else "msi"
+            rules.append(irq_mode_rule(want, [d.irq_markers() for d in self.attached()]))
         return rules
 
     def config_checks(self) -> list[ConfigCheck]:
@@ -83,7 +84,7 @@ class DeviceSet:
     def reactions(self) -> list[Reaction]:
         return [r for d in self.attached() for r in d.reactions(self.board)]
 
-    def outputs(self) -> list[tuple[str, Path]]:
+    def outputs(self) -> list[Output]:
         return [o for d in self.devices for o in d.outputs(self.board.out_dir)]
 
     def provisioning(self) -> list[str]:

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from harness.errors import UsageError
 from harness.qemu.cmdline import opts
@@ -70,6 +70,14 @@ class Board:
 
 
 ConfigCheck = Callable[[dict[str, str]], "Verdict | None"]
+
+
+class Output(NamedTuple):
+    """A file a family writes: what it is (results.json's ``artifacts`` key), the flag naming it, where."""
+
+    role: str
+    flag: str
+    path: Path
 
 
 class Device:
@@ -141,8 +149,8 @@ class Device:
         return []
 
     # -- the host -----------------------------------------------------------------------------------
-    def outputs(self, out_dir: Path) -> list[tuple[str, Path]]:
-        """Files this family writes (checked before anything boots), with the flag that names each."""
+    def outputs(self, out_dir: Path) -> list[Output]:
+        """Files this family writes (checked before anything boots)."""
         return []
 
     def services(self, board: Board) -> AbstractContextManager[Any]:

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.devices.base import (Board, ConfigCheck, Device, ExpectedFunction, add_vectors_argument, flag,
-                                  msix_rule, required)
+from harness.devices.base import (
+    Board,
+    ConfigCheck,
+    Device,
+    ExpectedFunction,
+    add_vectors_argument,
+    flag,
+    msix_rule,
+    required,
+)
 from harness.disk import GuestDisk
 from harness.errors import ExitCode, UsageError
 from harness.qemu.cmdline import opts

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.devices.base import (DISPLAY, Board, Device, ExpectedFunction, add_vectors_argument, flag, msix_rule,
-                                  required)
+from harness.devices.base import (
+    DISPLAY,
+    Board,
+    Device,
+    ExpectedFunction,
+    add_vectors_argument,
+    flag,
+    msix_rule,
+    required,
+)
 from harness.errors import UsageError
 from harness.qemu.cmdline import opts
 from harness.rules import CheckRule, MarkerRule, token_base

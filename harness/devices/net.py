@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.devices.base import (Board, ConfigCheck, Device, ExpectedFunction, add_vectors_argument, flag,
-                                  msix_rule, required)
+from harness.devices.base import (
+    Board,
+    ConfigCheck,
+    Device,
+    ExpectedFunction,
+    Output,
+    add_vectors_argument,
+    flag,
+    msix_rule,
+    required,
+)
 from harness.errors import ExitCode, UsageError
 from harness.outputs import HTTP_LOG, output_path
 from harness.qemu.cmdline import opts
@@ -119,8 +128,8 @@ class Net(Device):
     def log_path(self, out_dir: Path) -> Path:
         return self.http_log if self.http_log is not None else out_dir / HTTP_LOG
 
-    def outputs(self, out_dir: Path) -> list[tuple[str, Path]]:
-        return [("--http-log" if self.http_log else "--out-dir", self.log_path(out_dir))]
+    def outputs(self, out_dir: Path) -> list[Output]:
+        return [Output("network_log", "--http-log" if self.http_log else "--out-dir", self.log_path(out_dir))]
 
     # -- QEMU -----------------------------------------------------------------------------------------
     def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:

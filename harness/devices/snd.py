@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.audio import WavError, analyze, is_silent
-from harness.devices.base import (Board, Device, ExpectedFunction, add_vectors_argument, flag, msix_rule)
+from harness.devices.base import Board, Device, ExpectedFunction, Output, add_vectors_argument, flag, msix_rule
 from harness.errors import UsageError
 from harness.logsetup import get_logger
 from harness.outputs import WAV, output_path
@@ -123,9 +123,9 @@ class Snd(Device):
             return None
         return self.wav_path if self.wav_path is not None else out_dir / WAV
 
-    def outputs(self, out_dir: Path) -> list[tuple[str, Path]]:
+    def outputs(self, out_dir: Path) -> list[Output]:
         path = self.capture_path(out_dir)
-        return [] if path is None else [("--virtio-snd-wav-path" if self.wav_path else "--out-dir", path)]
+        return [] if path is None else [Output("wav", "--virtio-snd-wav-path" if self.wav_path else "--out-dir", path)]
 
     # -- QEMU -----------------------------------------------------------------------------------------
     def qemu_outputs(self, board: Board) -> list[Path]:

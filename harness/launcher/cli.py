@@ -19,15 +19,15 @@ from pathlib import PurePosixPath
 from harness import __version__
 from harness.commands.run import add_run_options
 from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
-from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 from harness.entry import guarded
-from harness.errors import ExitCode, HarnessError, UsageError
-from harness.usage import UsageParser
+from harness.errors import HarnessError, UsageError
 from harness.launcher import kvm, mounts
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
 from harness.launcher.retry import RetryPolicy
 from harness.logsetup import add_file_log, get_logger, remove_handler, setup_console
+from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
+from harness.usage import UsageParser
 
 DEFAULT_IMAGE = "aero-win7-harness:latest"
 SUBCOMMANDS = ("run", "selfcheck")

@@ -20,7 +20,6 @@ import secrets
 import socket
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 

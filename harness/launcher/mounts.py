@@ -20,8 +20,21 @@ from docker.types import Mount
 from harness.disk import read_image_head
 from harness.errors import UsageError
 from harness.options import default_out_dir as harness_default_out_dir
-from harness.outputs import (HARNESS_LOG, HTTP_LOG, JUNIT, LOCK, OVERLAY, QEMU_STDERR_LOG, REPORT_HTML, RESULTS,
-                             SCREENSHOT, SERIAL_LOG, WAV, check_path_text, output_path)
+from harness.outputs import (
+    HARNESS_LOG,
+    HTTP_LOG,
+    JUNIT,
+    LOCK,
+    OVERLAY,
+    QEMU_STDERR_LOG,
+    REPORT_HTML,
+    RESULTS,
+    SCREENSHOT,
+    SERIAL_LOG,
+    WAV,
+    check_path_text,
+    output_path,
+)
 
 IMAGES_DIR = PurePosixPath("/images")
 OUT_DIR = PurePosixPath("/out")

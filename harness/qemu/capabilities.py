@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
@@ -54,16 +55,18 @@ async def _ask(qemu: str, socket_path: Path, devices: tuple[str, ...]) -> Capabi
                                                 stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         await asyncio.wait_for(client.accept(), ANSWER_TIMEOUT_S)
-        machines = await client.execute("query-machines")
-        types = await client.execute("qom-list-types", {"implements": "device", "abstract": False})
-        names = frozenset(str(t["name"]) for t in types)  # type: ignore[union-attr, index]
+        machines: list[dict[str, Any]] = await client.execute("query-machines")  # type: ignore[assignment]
+        types: list[dict[str, Any]] = await client.execute(  # type: ignore[assignment]
+            "qom-list-types", {"implements": "device", "abstract": False})
+        names = frozenset(str(t["name"]) for t in types)
         properties: dict[str, frozenset[str]] = {}
         for device in devices:
             if device in names:
-                props = await client.execute("device-list-properties", {"typename": device})
-                properties[device] = frozenset(str(p["name"]) for p in props)  # type: ignore[union-attr, index]
+                props: list[dict[str, Any]] = await client.execute(  # type: ignore[assignment]
+                    "device-list-properties", {"typename": device})
+                properties[device] = frozenset(str(p["name"]) for p in props)
         cpu_max: dict[str, int] = {}
-        for machine in machines:  # type: ignore[union-attr]
+        for machine in machines:
             for key in ("name", "alias"):
                 if machine.get(key):
                     cpu_max[str(machine[key])] = int(machine.get("cpu-max", 0))

@@ -101,7 +101,7 @@ class QemuMachine:
 
         async def pump() -> None:
             async for event in self.qmp.events:
-                data = event.get("data") or {}
+                data: dict[str, Any] = event.get("data") or {}  # type: ignore[assignment]
                 log.debug("QMP event %s", event.get("event"), extra={"qmp_event": event.get("event"), "data": data})
                 pending = on_event(str(event.get("event")), dict(data))
                 if pending is not None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.devices import ExpectedFunction
-from harness.errors import PciPreflightFailed
 from harness.devices.base import VIRTIO_VENDOR
+from harness.errors import PciPreflightFailed
 
 
 @dataclass(frozen=True)

@@ -132,14 +132,14 @@ class SelftestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self, digest: _Digest) -> None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            _read_chunked(self.rfile, digest)
+            _read_chunked(self.rfile, digest)  # type: ignore[arg-type]
             return
         length = self._declared_length()
         if length is None or length < 0:
             raise BodyError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
         if length > MAX_UPLOAD:
             raise BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Content-Length {length} over {MAX_UPLOAD}")
-        _read_exactly(self.rfile, length, digest)
+        _read_exactly(self.rfile, length, digest)  # type: ignore[arg-type]
 
     def _refuse_body(self, status: HTTPStatus, started: float, received: int, note: str = "") -> None:
         self.close_connection = True  # the rest of the body is never read
