@@ -12,7 +12,7 @@ from harness import __version__
 from harness.entry import guarded
 from harness.errors import ExitCode
 from harness.logsetup import setup_console
-from harness.usage import UsageParser
+from harness.usage import QuietUsageParser, UsageParser
 
 # name -> module under harness.commands; the first is the default subcommand.
 SUBCOMMANDS: dict[str, str] = {
@@ -34,8 +34,10 @@ def _version_text() -> str:
     return f"aero-win7-harness {__version__}\n{describe_default_qemu()}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = UsageParser(
+def build_parser(quiet: bool = False) -> argparse.ArgumentParser:
+    """``quiet``: a bad argument raises UsageError (for programs checking flags) instead of exiting."""
+    kind = QuietUsageParser if quiet else UsageParser
+    parser = kind(
         prog="aero-win7-harness",
         allow_abbrev=False,
         description="Boot a prepared Windows 7 virtio test image under QEMU and return a PASS/FAIL verdict.",
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'aero-win7-harness --disk-image X' means 'aero-win7-harness run --disk-image X'.",
     )
     parser.add_argument("--version", action="store_true", help="print the harness and QEMU versions and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=kind)
     for name in SUBCOMMANDS:
         module = _load(name)
         module.configure(sub.add_parser(name, help=module.HELP, description=module.HELP))

@@ -3,15 +3,10 @@ report tests)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from harness.cli import build_parser
 from harness.devices import DeviceSet
-from harness.disk import GuestDisk, WriteMode
-from harness.options import options_from_args
+from harness.flagcheck import check_run_flags
 from harness.protocol import Scanner
 from harness.qemu.capabilities import Capabilities
-from harness.runner import board_for
 from harness.verdict import GuestReport, Verdict, judge
 from tests.transcripts import as_bytes
 
@@ -21,12 +16,7 @@ QEMU_10 = Capabilities(devices=frozenset({"virtio-sound-pci", "virtio-blk-pci", 
 
 def device_set(*flags: str) -> DeviceSet:
     """The device set a run with these flags gets (a QEMU with virtio-sound; no QEMU is started)."""
-    args = build_parser().parse_args(["run", "--disk-image", "guest.qcow2", *flags])
-    opts = options_from_args(args)
-    disk = GuestDisk(Path("/images/guest.qcow2"), "qcow2", snapshot=True, mode=WriteMode.SNAPSHOT)
-    devices = DeviceSet(opts.devices, board_for(opts, QEMU_10, disk), opts.require_irq)
-    devices.check()
-    return devices
+    return check_run_flags(flags, "/images/guest.qcow2", QEMU_10)[1]
 
 
 def report_of(lines: list[str]) -> GuestReport:
