@@ -347,7 +347,13 @@ class Session:
                 self._result_event.set()
 
     def _check_config(self) -> None:
-        """What the guest was provisioned with, checked the moment it says so: a mismatch ends the run."""
+        """What the guest was provisioned with, checked the moment it says so: a mismatch ends the run;
+        what the run asks and the image was not provisioned for is a warning, once."""
+        for hint in self.prepared.devices.config_hints():
+            warning = hint(self.report.config)
+            if warning is not None and warning not in self.extra.setdefault("provisioning_warnings", []):
+                self.extra["provisioning_warnings"].append(warning)
+                log.warning("%s", warning)
         for check in self.prepared.devices.config_checks():
             verdict = check(self.report.config)
             if verdict is not None:

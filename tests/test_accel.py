@@ -98,7 +98,7 @@ def _as_other_user(action: Callable[[], object]) -> None:
 
 def test_a_cache_another_user_could_write_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shared XDG_CACHE_HOME: another user plants a "yes" (to force KVM) with text for our logs."""
-    from harness.qemu.accel import KvmProbe, boot_id, cache_file, cached_probe, PROBE_VERSION
+    from harness.qemu.accel import PROBE_VERSION, KvmProbe, boot_id, cache_file, cached_probe
 
     if os.getuid() != 0:
         missing_prerequisite("acting as two users needs root")  # CI runs as root
@@ -130,7 +130,7 @@ def test_a_cache_another_user_could_write_is_not_trusted(tmp_path: Path, monkeyp
 ])
 def test_a_malformed_cache_entry_is_probed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  entry: dict[str, object]) -> None:
-    from harness.qemu.accel import KvmProbe, boot_id, cache_file, cached_probe, PROBE_VERSION
+    from harness.qemu.accel import PROBE_VERSION, KvmProbe, boot_id, cache_file, cached_probe
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     key = {"qemu": "a"}

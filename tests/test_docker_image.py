@@ -8,8 +8,8 @@ TCG (no KVM is passed unless the machine really has it), through the host-side l
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import os
 import re
 import stat
@@ -30,7 +30,6 @@ from harness.launcher import kvm
 from harness.qemu.accel import probe_kvm
 from harness.qemu.bootsector import build_image
 from tests.conftest import missing_prerequisite
-
 
 pytestmark = pytest.mark.docker
 

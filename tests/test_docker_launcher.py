@@ -25,7 +25,6 @@ import pytest
 
 from tests.conftest import missing_prerequisite
 
-
 pytestmark = pytest.mark.docker
 
 BASE_IMAGE = os.environ.get("AERO_BASE_IMAGE", "debian:trixie-slim")

@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.outputs import open_new, write_atomically
-from harness.qemu.bootsector import Ending
-from tests.conftest import (PASSING, HarnessRun, free_port, harness_argv, lines, missing_prerequisite,
-                            qemu_children_of)
+from tests.conftest import PASSING, HarnessRun, free_port, harness_argv, lines, missing_prerequisite, qemu_children_of
 
 pytestmark = pytest.mark.usefixtures("qemu", "no_stray_qemu")
 Run = Callable[..., HarnessRun]

@@ -7,8 +7,16 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.protocol import (MAX_PENDING_BYTES, MAX_RECORD_BYTES, PREFIX, Scanner, Status, as_test_marker,
-                              parse_line, result_of)
+from harness.protocol import (
+    MAX_PENDING_BYTES,
+    MAX_RECORD_BYTES,
+    PREFIX,
+    Scanner,
+    Status,
+    as_test_marker,
+    parse_line,
+    result_of,
+)
 
 RECORD_TEXT = st.sampled_from([
     "START|version=1",

@@ -21,7 +21,7 @@ from harness.verdict import Rule
 
 if TYPE_CHECKING:
     from harness.actions import Reaction
-    from harness.devices.base import ConfigCheck
+    from harness.devices.base import ConfigCheck, ConfigHint
 
 # In the order the real guest tests them (blk, input, snd, net): the order of their QEMU arguments,
 # and of their rules (when several markers are missing, the first in this order is named).
@@ -80,6 +80,9 @@ class DeviceSet:
 
     def config_checks(self) -> list[ConfigCheck]:
         return [c for d in self.devices for c in d.config_checks(self.board)]
+
+    def config_hints(self) -> list[ConfigHint]:
+        return [h for d in self.devices for h in d.config_hints(self.board)]
 
     def reactions(self) -> list[Reaction]:
         return [r for d in self.attached() for r in d.reactions(self.board)]

@@ -70,6 +70,7 @@ class Board:
 
 
 ConfigCheck = Callable[[dict[str, str]], "Verdict | None"]
+ConfigHint = Callable[[dict[str, str]], "str | None"]  # a warning: what the run asks and the image cannot do
 
 
 class Output(NamedTuple):
@@ -137,6 +138,11 @@ class Device:
         return []
 
     def reactions(self, board: Board) -> Sequence[Reaction]:
+        return []
+
+    def config_hints(self, board: Board) -> Sequence[ConfigHint]:
+        """Warnings, when the CONFIG line arrives, about what the image was provisioned with and this
+        run's flags contradict (the guest will then SKIP or FAIL a test for a reason the flags explain)."""
         return []
 
     def irq_markers(self) -> tuple[str, str]:
@@ -213,3 +219,27 @@ def msix_rule(family: str, flag_names: str) -> Rule:
         return Failure(f"{token_base(family)}_MSIX_REQUIRED", f"{marker} {why} {required_by}", outcome.seq)
 
     return CheckRule(f"{marker} mode=msix", check)
+
+
+def provisioned_without(key: str, guest_flag: str, run_flag: str, marker: str) -> ConfigHint:
+    """The run asks for a host-coordinated test the image was not provisioned for (CONFIG key=0)."""
+
+    def hint(config: dict[str, str]) -> str | None:
+        if config.get(key) == "0":
+            return (f"the image was provisioned without {guest_flag} (CONFIG {key}=0) but this run has {run_flag}: "
+                    f"the guest will SKIP {marker}; re-provision the image with {guest_flag}")
+        return None
+
+    return hint
+
+
+def requires_msix_but_intx(key: str, family: str) -> ConfigHint:
+    """The image requires MSI-X for a device this run gives INTx only."""
+
+    def hint(config: dict[str, str]) -> str | None:
+        if config.get(key) == "1":
+            return (f"the image requires MSI-X for {family} (CONFIG {key}=1) but this run has --virtio-disable-msix: "
+                    f"the guest will fail its {family}-msix test")
+        return None
+
+    return hint

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 from harness.devices.base import (
     DISPLAY,
     Board,
+    ConfigHint,
     Device,
     ExpectedFunction,
     add_vectors_argument,
     flag,
     msix_rule,
     required,
+    requires_msix_but_intx,
 )
 from harness.errors import UsageError
 from harness.qemu.cmdline import opts
@@ -157,6 +159,9 @@ class Input(Device):
         if self.with_tablet_events:
             reactions.append(tablet_reaction(TABLET_DISPLAY))
         return reactions
+
+    def config_hints(self, board: Board) -> Sequence[ConfigHint]:
+        return [requires_msix_but_intx("require_input_msix", self.family)] if board.disable_msix and self.attached(board) else []
 
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:

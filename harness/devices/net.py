@@ -19,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 from harness.devices.base import (
     Board,
     ConfigCheck,
+    ConfigHint,
     Device,
     ExpectedFunction,
     Output,
     add_vectors_argument,
     flag,
     msix_rule,
+    provisioned_without,
     required,
+    requires_msix_but_intx,
 )
 from harness.errors import ExitCode, UsageError
 from harness.outputs import HTTP_LOG, output_path
@@ -179,6 +182,15 @@ class Net(Device):
         if not self.disable_udp:
             checks.append(self._udp_port)
         return checks
+
+    def config_hints(self, board: Board) -> Sequence[ConfigHint]:
+        hints: list[ConfigHint] = []
+        if self.with_link_flap:
+            hints.append(provisioned_without("test_net_link_flap", "--test-net-link-flap", "--with-net-link-flap",
+                                             "virtio-net-link-flap"))
+        if board.disable_msix:
+            hints.append(requires_msix_but_intx("require_net_msix", self.family))
+        return hints
 
     def served_url(self) -> str:
         return f"http://{GUEST_HOST}:{self.http_port}{self.http_path}"

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.audio import WavError, analyze, is_silent
-from harness.devices.base import Board, Device, ExpectedFunction, Output, add_vectors_argument, flag, msix_rule
+from harness.devices.base import (
+    Board,
+    ConfigHint,
+    Device,
+    ExpectedFunction,
+    Output,
+    add_vectors_argument,
+    flag,
+    msix_rule,
+    requires_msix_but_intx,
+)
 from harness.errors import UsageError
 from harness.logsetup import get_logger
 from harness.outputs import WAV, output_path
@@ -147,6 +157,9 @@ class Snd(Device):
     def provisioning(self) -> list[str]:
         return [name for name, on in (("--test-snd-buffer-limits", self.with_buffer_limits),
                                       ("--require-snd-msix", self.require_msix)) if on]
+
+    def config_hints(self, board: Board) -> Sequence[ConfigHint]:
+        return [requires_msix_but_intx("require_snd_msix", self.family)] if board.disable_msix and self.attached(board) else []
 
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:
