@@ -224,3 +224,16 @@ def test_config_checks_name_the_flag_that_matches_the_image() -> None:
 def transcript_config(**fields: str) -> dict[str, str]:
     report = report_of(transcript(config=fields))
     return report.config
+
+
+def test_a_config_the_run_contradicts_is_a_warning_naming_the_provisioning_flag() -> None:
+    config = transcript_config()  # test_net_link_flap=0, require_*_msix=0
+    hints = device_set("--with-net-link-flap").config_hints()
+    warnings = [w for hint in hints if (w := hint(config)) is not None]
+    assert warnings == ["the image was provisioned without --test-net-link-flap (CONFIG test_net_link_flap=0) but "
+                        "this run has --with-net-link-flap: the guest will SKIP virtio-net-link-flap; re-provision the "
+                        "image with --test-net-link-flap"]
+    strict = transcript_config(require_input_msix="1")
+    msix = [w for hint in device_set("--virtio-disable-msix").config_hints() if (w := hint(strict)) is not None]
+    assert len(msix) == 1 and "requires MSI-X for virtio-input" in msix[0]
+    assert not [h for h in device_set().config_hints() if h(strict)]
