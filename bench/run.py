@@ -118,7 +118,7 @@ def main() -> int:
             elapsed, lat = harness(halting, Path(tmp, f"h{i}"), args.port)
             halt_wall.append(elapsed)
             latency.append(lat)
-    overhead = [w - p for w, p in zip(wall, plain)]
+    overhead = [w - p for w, p in zip(wall, plain, strict=True)]
     print(f"detection latency (RESULT chunk received -> verdict printed): {describe(latency, 'ms')}")
     print(f"plain QEMU, boot to power-off:            {describe(plain, 's')}")
     print(f"harness, same guest, start to exit:       {describe(wall, 's')}")

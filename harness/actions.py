@@ -73,7 +73,7 @@ class Qmp:
             self._keep(entry)
             raise QmpActionFailed(self.record.reaction, f"QEMU refused {command} {arguments}: "
                                                         f"{entry['error']}") from err
-        except (QMPError, OSError, EOFError, asyncio.TimeoutError) as err:
+        except (TimeoutError, QMPError, OSError, EOFError) as err:
             entry["error"] = f"{type(err).__name__}: {err}"
             self._keep(entry)
             raise QmpActionFailed(self.record.reaction, f"{command} {arguments} got no answer from QEMU: "

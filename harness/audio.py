@@ -74,7 +74,7 @@ def _layout(path: Path) -> _Layout:
             cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if cid == b"fmt ":
                 body = stream.read(csize + (csize & 1))
-                fmt = struct.unpack("<HHIIHH", body[:16])  # type: ignore[assignment]
+                fmt = struct.unpack("<HHIIHH", body[:16])
             elif cid == b"data":
                 if fmt is None:
                     raise WavError("data chunk before fmt chunk")

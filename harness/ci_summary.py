@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.timeline import phase_label
+
 TITLE = "Win7 virtio harness"
 
 
@@ -47,10 +49,6 @@ def _facts(results: Mapping[str, Any]) -> str:
     return _cell(" · ".join(facts))
 
 
-_PHASES = {"qemu_started": "QEMU started", "qemu_up": "QEMU up", "first_serial_byte": "first COM1 byte",
-           "start": "selftest START", "config": "CONFIG", "result": "RESULT", "qemu_ended": "QEMU ended"}
-
-
 def _timeline(results: Mapping[str, Any]) -> list[str]:
     """The run's phases, in seconds since QEMU started."""
     timeline = results.get("timeline")
@@ -59,8 +57,7 @@ def _timeline(results: Mapping[str, Any]) -> list[str]:
         return []
     rows = ["", "| phase | at (s) |", "| --- | --- |"]
     for key, at in phases.items():
-        label = _PHASES.get(str(key)) or (f"{str(key).removeprefix('marker:')}" if str(key).startswith("marker:")
-                                          else str(key))
+        label = phase_label(str(key))
         rows.append(f"| {_cell(label)} | {_cell(at)} |")
     return rows
 

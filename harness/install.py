@@ -2,8 +2,9 @@
 
 The VM has the device layout the tests use (contract by default: the modern-only virtio-blk disk and
 virtio-net NIC the Aero drivers bind, and the virtio keyboard and mouse; the device modules build
-their arguments, so an image installed here boots in the runs), plus two IDE CD-ROMs: the user's Windows 7 ISO (booted first, while the disk is empty) and the provisioning
-ISO (``aero-win7-harness provision``) that holds the storage driver Setup needs to see the disk.
+their arguments, so an image installed here boots in the runs), plus two IDE CD-ROMs: the user's
+Windows 7 ISO (booted first, while the disk is empty) and the provisioning ISO
+(``aero-win7-harness provision``) that holds the storage driver Setup needs to see the disk.
 Setup is interactive, so the display defaults to VNC; inside a container VNC listens on all the
 container's addresses so that a published port reaches it.
 """

@@ -108,7 +108,7 @@ class Progress:
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
             self._stderr = sys.stderr
-            sys.stderr = _AboveTheLine(console)  # type: ignore[assignment]
+            sys.stderr = _AboveTheLine(console)
         else:
             log.info("progress: %s", self.line())
         self._ticker = asyncio.ensure_future(self._tick())

@@ -30,6 +30,7 @@ from harness.outputs import (
     write_atomically,
 )
 from harness.textsafe import visible
+from harness.timeline import phase_label
 
 TAIL_BYTES = 64 * 1024
 TAIL_LINES = 200
@@ -85,11 +86,9 @@ def _tests(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]
 def _phases(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     phases = ((results.get("timeline") or {}).get("phases") or {})
     end = max([float(v) for v in phases.values()] or [0.0]) or 1.0
-    names = {"qemu_started": "QEMU started", "qemu_up": "QEMU up (QMP)", "first_serial_byte": "first COM1 byte",
-             "start": "selftest START", "config": "CONFIG", "result": "RESULT", "qemu_ended": "QEMU ended"}
     rows = []
     for key, at in phases.items():
-        label = names.get(key) or (f"{key.removeprefix('marker:')} (required)" if key.startswith("marker:") else key)
+        label = phase_label(str(key))
         rows.append({"name": visible(label), "at": float(at), "width": round(100 * float(at) / end, 1)})
     return rows
 
@@ -101,7 +100,8 @@ def _waveform(audio: Mapping[str, Any] | None) -> dict[str, Any] | None:
     scale = 100 / 32768
     top = [f"{i},{100 - hi * scale:.1f}" for i, (_, hi) in enumerate(envelope)]
     bottom = [f"{i},{100 - lo * scale:.1f}" for i, (lo, _) in reversed(list(enumerate(envelope)))]
-    facts = (f"{audio.get('seconds', 0)} s, {audio.get('sample_rate', '?')} Hz, {audio.get('channels', '?')} channel(s), "
+    facts = (f"{audio.get('seconds', 0)} s, {audio.get('sample_rate', '?')} Hz, "
+             f"{audio.get('channels', '?')} channel(s), "
              f"peak {audio.get('peak', '?')}, RMS {audio.get('rms', '?')} (16-bit scale)")
     return {"width": max(len(envelope) - 1, 1), "points": " ".join(top + bottom), "facts": facts}
 

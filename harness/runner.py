@@ -138,9 +138,11 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def run(opts: RunOptions) -> int:
     """Run the harness; prints the verdict line last and returns the exit code."""
+    began = time.monotonic()
     setup_console(opts.log_format, logging.WARNING if opts.quiet else logging.INFO)
     # First of all: a new namespace is refused to a process that runs threads, and preparing starts some.
     isolation = Isolation(False, "--dry-run") if opts.dry_run else isolate(opts.network_isolation)
+    isolation_ms = round((time.monotonic() - began) * 1000, 3)
     prepared = prepare(opts)
     if opts.dry_run:
         if opts.accel == "auto":
@@ -150,7 +152,9 @@ def run(opts: RunOptions) -> int:
         print(json.dumps(argv), flush=True)
         print(render(argv), flush=True)
         return int(ExitCode.PASS)
-    return asyncio.run(Session(opts, prepared, isolation=isolation).execute())
+    session = Session(opts, prepared, isolation=isolation, began=began)
+    session.extra["timing"] = {"isolation_ms": isolation_ms}
+    return asyncio.run(session.execute())
 
 
 @dataclass
@@ -168,6 +172,7 @@ class Session:
     isolation: Isolation | None = None
     timeline: Timeline = field(default_factory=Timeline)
     progress: Progress | None = None
+    began: float | None = None  # time.monotonic() when run() was called: the figures of "run start to ..."
 
     async def execute(self) -> int:
         opts = self.opts
@@ -410,13 +415,21 @@ class Session:
         await machine.execute("cont")
         self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
 
+    def _guest_running(self, now: float) -> None:
+        """The guest's CPUs run from here (after the preflight's ``cont``, or from QEMU's start without it)."""
+        self.timeline.phase("guest_running", now)
+        if self.began is not None and self.timeline.origin is not None:
+            timing = self.extra.setdefault("timing", {})
+            timing["start_to_qemu_ms"] = round((self.timeline.origin - self.began) * 1000, 3)
+            timing["start_to_guest_ms"] = round((now - self.began) * 1000, 3)
+
     async def _refresh_pci(self, machine: QemuMachine) -> None:
         """The PCI table once firmware and guest have set the functions up (IRQs, BAR addresses)."""
         if not machine.running or self._interrupted.done() or "pci" not in self.extra:
             return
         try:
             answer = await machine.execute("query-pci", timeout=2.0)
-        except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+        except (TimeoutError, QMPError, OSError, EOFError) as err:
             log.debug("query-pci at the end: %s", err)
             return
         self.extra["pci"] = [f.to_json() for f in preflight.virtio(preflight.functions(answer))]  # type: ignore[arg-type]
@@ -453,6 +466,7 @@ class Session:
                 await self._interruptible(self._preflight(machine), "during the PCI preflight")
             except HarnessError as err:
                 return Verdict(err.token, err.exit_code, err.detail)
+            self._guest_running(time.monotonic())
             progress.phase("QEMU up: firmware and boot")
             verdict = await self._await_outcome(machine, serial, stderr_path)
             serial.stop_following()
@@ -540,7 +554,8 @@ class Session:
                 (self.verdict_printed - self.result_received) * 1000, 3)
         if self.timeline.origin is not None:
             self.extra["timeline"] = self.timeline.to_json()
-        record = RunRecord(verdict=verdict, report=self.report, required=tuple(self.prepared.devices.required_markers()),
+        record = RunRecord(verdict=verdict, report=self.report,
+                           required=tuple(self.prepared.devices.required_markers()),
                            accel=self.accel,
                            qemu_version=self.prepared.qemu.version_text, qemu_argv=self.argv, duration_s=duration,
                            extra=self.extra)

@@ -122,7 +122,7 @@ class SerialCapture:
         if self.connected.is_set():
             try:
                 await asyncio.wait_for(self.closed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.debug("COM1 did not close within %.1f s", timeout)
 
     async def close(self) -> None:

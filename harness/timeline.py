@@ -14,6 +14,16 @@ from typing import Any
 from harness.protocol import Kind, Record
 
 MAX_RECORDS = 5000
+PHASE_NAMES = {"qemu_started": "QEMU started", "qemu_up": "QEMU up (QMP)", "guest_running": "guest running",
+               "first_serial_byte": "first COM1 byte", "start": "selftest START", "config": "CONFIG",
+               "result": "RESULT", "qemu_ended": "QEMU ended"}
+
+
+def phase_label(key: str) -> str:
+    """How a phase of ``Timeline.phases`` is called where people read it."""
+    if key in PHASE_NAMES:
+        return PHASE_NAMES[key]
+    return f"{key.removeprefix('marker:')} (required)" if key.startswith("marker:") else key
 
 
 @dataclass

@@ -212,10 +212,25 @@ def test_a_taken_http_port_exits_6_naming_it(run_harness: Run, make_guest, tmp_p
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = run_harness("--disk-image", image, "--accel", "tcg", "--http-port", str(port), ports_=False)
+        run = run_harness("--disk-image", image, "--accel", "tcg", "--http-port", str(port), "--network-isolation",
+                          "off", ports_=False)
     assert run.returncode == 6
-    assert run.last_line == f"FAIL: INFRA: HTTP port {port} on 127.0.0.1 is already in use (another run, or pass a free port)"
+    assert run.last_line == (f"FAIL: INFRA: HTTP port {port} on 127.0.0.1 is already in use "
+                             "(another run, or pass a free port)")
     assert not (run.out_dir / "serial.log").exists()
+
+
+def test_a_port_taken_on_the_host_is_free_in_the_runs_own_network(run_harness: Run, make_guest) -> None:
+    image = make_guest(lines(*PASSING))
+    with socket.socket() as busy, socket.socket(type=socket.SOCK_DGRAM) as busy_udp:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        busy_udp.bind(("127.0.0.1", 0))
+        run = run_harness("--disk-image", image, "--accel", "tcg", "--http-port", str(port), "--udp-port",
+                          str(busy_udp.getsockname()[1]), "--network-isolation", "on", ports_=False)
+    assert (run.returncode, run.last_line) == (0, "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"), run.stdout + run.stderr
+    assert run.results()["network_isolation"]["isolated"] is True
 
 
 def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_path: Path) -> None:

@@ -289,6 +289,9 @@ def test_an_engine_gone_longer_than_the_retries_is_one_line_and_the_container_go
         out, err = proc.communicate(timeout=90)
     finally:
         os.kill(dockerd, signal.SIGCONT)
+        if proc.poll() is None:  # the test failed: leave no launcher (and so no container) behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 6, out + err
     fail_lines = [line for line in (out + err).splitlines() if "FAIL:" in line]
     assert fail_lines == [out.splitlines()[-1]] and fail_lines[0].startswith("FAIL: INFRA: Docker engine at ")

@@ -269,7 +269,7 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert len(calls) == 3
     retries = [r for r in caplog.records if r.name == "harness.launcher.retry"]
     assert len(retries) == 2
-    assert all(getattr(r, "call") == "ping" and getattr(r, "reason") == "Connection reset by peer" for r in retries)
+    assert all(r.call == "ping" and r.reason == "Connection reset by peer" for r in retries)
 
 
 def test_permanent_errors_are_not_retried() -> None:

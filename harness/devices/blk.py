@@ -203,7 +203,7 @@ def _no_recovery(report: GuestReport) -> Failure | None:
     if values is None:
         counters = _fields(report, "virtio-blk-counters")
         found = nonzero(counters, _COUNTERS) if counters is not None else None
-        values = None if found is None else dict(zip(_SRB, found.values()))
+        values = None if found is None else dict(zip(_SRB, found.values(), strict=False))
     if values is None or not any(values.values()):
         return None
     return Failure("VIRTIO_BLK_RECOVERY_NONZERO", f"virtio-blk recovery counters: {_listed(values)}",
@@ -218,7 +218,7 @@ def _recovery_detected(report: GuestReport) -> Failure | None:
     else:
         blk = report.tests.get("virtio-blk")
         legacy = nonzero(blk.fields, _SRB[:3]) if blk else None
-        values = None if legacy is None else dict(zip(keys, legacy.values()))
+        values = None if legacy is None else dict(zip(keys, legacy.values(), strict=False))
     if values is None or not any(values.values()):
         return None
     return Failure("VIRTIO_BLK_RECOVERY_DETECTED", f"virtio-blk recovery detected: {_listed(values)}",

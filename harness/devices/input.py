@@ -161,7 +161,9 @@ class Input(Device):
         return reactions
 
     def config_hints(self, board: Board) -> Sequence[ConfigHint]:
-        return [requires_msix_but_intx("require_input_msix", self.family)] if board.disable_msix and self.attached(board) else []
+        if not (board.disable_msix and self.attached(board)):
+            return []
+        return [requires_msix_but_intx("require_input_msix", self.family)]
 
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:

@@ -159,7 +159,9 @@ class Snd(Device):
                                       ("--require-snd-msix", self.require_msix)) if on]
 
     def config_hints(self, board: Board) -> Sequence[ConfigHint]:
-        return [requires_msix_but_intx("require_snd_msix", self.family)] if board.disable_msix and self.attached(board) else []
+        if not (board.disable_msix and self.attached(board)):
+            return []
+        return [requires_msix_but_intx("require_snd_msix", self.family)]
 
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:

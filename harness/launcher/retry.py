@@ -43,7 +43,8 @@ def _causes(err: BaseException) -> list[BaseException]:
             continue
         seen.append(current)
         todo += [a for a in current.args if isinstance(a, BaseException)]
-        todo += [nested for a in current.args if isinstance(a, tuple) for nested in a if isinstance(nested, BaseException)]
+        todo += [nested for a in current.args if isinstance(a, tuple)
+                 for nested in a if isinstance(nested, BaseException)]
         todo += [c for c in (current.__cause__, current.__context__) if c is not None]
     return seen
 

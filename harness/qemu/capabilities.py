@@ -83,7 +83,7 @@ async def _ask(qemu: str, socket_path: Path, devices: tuple[str, ...]) -> Capabi
         if proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
 
@@ -94,7 +94,7 @@ def capabilities(qemu: str) -> Capabilities:
     folder = make_runtime_dir()
     try:
         return asyncio.run(_ask(qemu, folder / "qmp.sock", PROBED_DEVICES))
-    except (QMPError, OSError, EOFError, asyncio.TimeoutError, KeyError, TypeError, ValueError) as err:
+    except (TimeoutError, QMPError, OSError, EOFError, KeyError, TypeError, ValueError) as err:
         raise UsageError(f"{qemu} did not answer what it supports over QMP: {err}") from err
     finally:
         shutil.rmtree(folder, ignore_errors=True)

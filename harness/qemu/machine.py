@@ -85,7 +85,7 @@ class QemuMachine:
         await asyncio.gather(accept, return_exceptions=True)
         try:  # a QEMU that dropped the QMP connection is usually exiting: give it a moment
             await asyncio.wait_for(exited, timeout=EXIT_AFTER_QMP_LOSS_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         returncode = self.returncode  # None: still running, its QMP never answered
         if self.running:
@@ -131,7 +131,7 @@ class QemuMachine:
             arguments["format"] = "png"
         try:
             await self._unless_hurried(self.qmp.execute("screendump", arguments), 10)
-        except (QMPError, asyncio.TimeoutError, OSError) as err:
+        except (TimeoutError, QMPError, OSError) as err:
             log.warning("screendump failed: %s", err)
             return False
         log.info("guest screen saved to %s", path)
@@ -144,7 +144,7 @@ class QemuMachine:
             if self.running and self.qmp.runstate.name == "RUNNING":
                 try:
                     await self._unless_hurried(self.qmp.execute("quit"), 5)
-                except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+                except (TimeoutError, QMPError, OSError, EOFError) as err:
                     log.debug("QMP quit did not complete: %r", err)
             if await self._wait_exit(QUIT_GRACE_S):
                 return
@@ -181,7 +181,7 @@ class QemuMachine:
             if task not in done:
                 await asyncio.wait({task}, timeout=HURRIED_GRACE_S if hurried in done else 0)
             if not task.done():
-                raise asyncio.TimeoutError
+                raise TimeoutError
             return task.result()
         finally:
             hurried.cancel()
@@ -197,7 +197,7 @@ class QemuMachine:
                 await self.proc.wait()
             else:
                 await self._unless_hurried(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         log.info("QEMU exited", extra={"returncode": self.proc.returncode})
         return True
@@ -205,5 +205,5 @@ class QemuMachine:
     async def _close_qmp(self) -> None:
         try:
             await asyncio.wait_for(self.qmp.disconnect(), timeout=5)
-        except (QMPError, asyncio.TimeoutError, OSError, EOFError) as err:
+        except (TimeoutError, QMPError, OSError, EOFError) as err:
             log.debug("QMP disconnect: %r", err)

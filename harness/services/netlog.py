@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO
 
 from harness.textsafe import visible
@@ -61,7 +61,7 @@ class NetworkLog:
             self._emit(f"{kind} {visible(text)}")
 
     def _emit(self, line: str) -> None:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         data = f"{stamp} {line}\n"
         if self.written + len(data) > self.max_bytes:
             if not self.truncated:
