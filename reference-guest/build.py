@@ -15,7 +15,10 @@ here, then converted with ``qemu-img``.
 Usage::
 
     python3 reference-guest/build.py --out build/reference-guest.qcow2 \
-        [--http-url URL] [--udp-port N] [--require-snd] [--cache DIR]
+        [--http-url URL] [--udp-port N] [--require-snd] [--guest-arg 'ARG...']... [--cache DIR]
+
+The guest's options use the Windows selftest's flag names; the ones given here are baked into
+the image, and QEMU's ``-fw_cfg name=opt/org.aero/selftest-args,string=...`` adds more at run time.
 
 Stdlib only (Python 3.11).  Host tools: apt-get, apt-cache, dpkg-deb,
 mkfs.fat, mcopy, mmd, syslinux, zstd, qemu-img.
@@ -46,9 +49,10 @@ import wave
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 HERE = Path(__file__).resolve().parent
 GUEST_DIR = HERE / "guest"
+GUEST_FILES = ("init", "selftest.sh", "options.sh", "pci.sh", "blk.sh", "input.sh", "snd.sh", "net.sh", "udhcpc.script")
 
 DEFAULT_HTTP_URL = "http://10.0.2.2:18080/aero-virtio-selftest"
 DEFAULT_UDP_PORT = 18081
@@ -69,7 +73,7 @@ PACKAGES: tuple[str, ...] = (
     "libssl3t64",
     "zlib1g",
     "libzstd1",
-    "alsa-utils",  # aplay
+    "alsa-utils",  # aplay (arecord is the same program)
     "libasound2t64",
     "libasound2-data",  # /usr/share/alsa (alsa.conf)
 )
@@ -80,19 +84,31 @@ PROGRAMS: dict[str, tuple[str, str]] = {
     "socat": ("socat", "usr/bin/socat1"),
     "aplay": ("alsa-utils", "usr/bin/aplay"),
 }
+# Other names of those programs (aplay records when called arecord).
+PROGRAM_ALIASES: dict[str, str] = {"arecord": "aplay"}
 
 # Kernel modules (names as the kernel spells them); their dependencies are
 # added from each module's .modinfo.  Built-in ones are skipped.
 BASE_MODULES: tuple[str, ...] = (
+    "qemu_fw_cfg",  # run-time options from -fw_cfg
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
+    "virtio_input",
+    "evdev",  # /dev/input/event* for the input tests
     "vfat",
     "nls_cp437",
     "nls_ascii",
 )
 SND_MODULES: tuple[str, ...] = ("virtio_snd",)
-REQUIRED_KCONFIG = ("CONFIG_SND_VIRTIO", "CONFIG_VIRTIO_BLK", "CONFIG_VIRTIO_NET")
+REQUIRED_KCONFIG = (
+    "CONFIG_SND_VIRTIO",
+    "CONFIG_VIRTIO_BLK",
+    "CONFIG_VIRTIO_NET",
+    "CONFIG_VIRTIO_INPUT",
+    "CONFIG_INPUT_EVDEV",
+    "CONFIG_FW_CFG_SYSFS",
+)
 
 KERNEL_CMDLINE = (
     "console=ttyS0,115200n8 quiet loglevel=3 panic=1 no_timer_check 8250.nr_uarts=1 i8042.noaux random.trust_cpu=on"
@@ -114,6 +130,7 @@ LISTS_MAX_AGE_S = 24 * 3600
 ZSTD_LEVEL = 12  # -19 saves 1 MB of image for 6 s more build time
 
 _SAFE_URL = re.compile(r"^[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
+_SAFE_WORD = re.compile(r"^[!-~]+$")  # printable ASCII without blanks; quotes and bars are refused below
 
 
 class BuildError(Exception):
@@ -156,9 +173,18 @@ class Knobs:
     http_path: str
     udp_port: int
     require_snd: bool
+    guest_args: tuple[str, ...] = ()  # more guest flags, blank-separated words
+
+    @property
+    def guest_words(self) -> list[str]:
+        """The selftest's baked command line, in the Windows guest's flag names."""
+        words = ["--http-url", self.http_url, "--udp-port", str(self.udp_port)]
+        if self.require_snd:
+            words.append("--require-snd")
+        return words + list(self.guest_args)
 
 
-def parse_knobs(http_url: str, udp_port: int, require_snd: bool) -> Knobs:
+def parse_knobs(http_url: str, udp_port: int, require_snd: bool, guest_args: Sequence[str] = ()) -> Knobs:
     if not _SAFE_URL.match(http_url) or "'" in http_url or "|" in http_url:
         raise BuildError(f"--http-url {http_url!r}: unsupported characters")
     parts = urllib.parse.urlsplit(http_url)
@@ -173,7 +199,13 @@ def parse_knobs(http_url: str, udp_port: int, require_snd: bool) -> Knobs:
     path = parts.path or "/"
     if not 1 <= udp_port <= 65535:
         raise BuildError(f"--udp-port {udp_port}: out of range")
-    return Knobs(http_url, parts.hostname, port, path, udp_port, require_snd)
+    words: list[str] = []
+    for arg in guest_args:
+        for word in arg.split():
+            if not _SAFE_WORD.match(word) or "'" in word or '"' in word or "|" in word:
+                raise BuildError(f"--guest-arg {arg!r}: {word!r} has unsupported characters (quotes, bars)")
+            words.append(word)
+    return Knobs(http_url, parts.hostname, port, path, udp_port, require_snd, tuple(words))
 
 
 # --------------------------------------------------------------------------
@@ -553,6 +585,8 @@ def add_programs(tree: Tree, fetched: FetchResult) -> dict[str, list[str]]:
             tree.file(f"usr/lib/{MULTIARCH}/{soname}", libs[soname].read_bytes(), 0o755)
             todo.append((soname, libs[soname]))
     tree.symlink("usr/lib64/ld-linux-x86-64.so.2", f"../lib/{MULTIARCH}/ld-linux-x86-64.so.2")
+    for alias, target in PROGRAM_ALIASES.items():
+        tree.symlink(f"usr/bin/{alias}", target)
     return report
 
 
@@ -642,16 +676,15 @@ def make_tone() -> bytes:
 
 def config_text(knobs: Knobs, build_id: str, release: str) -> str:
     values = {
-        "AERO_HTTP_URL": knobs.http_url,
-        "AERO_HTTP_HOST": knobs.http_host,
-        "AERO_HTTP_PORT": str(knobs.http_port),
-        "AERO_HTTP_PATH": knobs.http_path,
-        "AERO_UDP_PORT": str(knobs.udp_port),
-        "AERO_REQUIRE_SND": "1" if knobs.require_snd else "0",
+        "AERO_GUEST_ARGS": " ".join(knobs.guest_words),
         "AERO_BUILD_ID": build_id,
         "AERO_KERNEL": release,
     }
-    lines = ["# aero reference guest: baked-in selftest configuration (sh syntax)"]
+    lines = [
+        "# aero reference guest: baked-in selftest configuration (sh syntax).",
+        "# AERO_GUEST_ARGS: the selftest's options (the Windows guest's flag names); the words of",
+        "# QEMU's -fw_cfg name=opt/org.aero/selftest-args come after them, and a later value wins.",
+    ]
     lines += [f"{k}='{v}'" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
@@ -737,7 +770,7 @@ def make_disk(work: Path, fat: Path, disk_sig: int) -> Path:
 
 def build(args: argparse.Namespace) -> dict[str, object]:
     t0 = time.monotonic()
-    knobs = parse_knobs(args.http_url, args.udp_port, args.require_snd)
+    knobs = parse_knobs(args.http_url, args.udp_port, args.require_snd, args.guest_arg)
     out: Path = args.out.resolve()
     cache: Path = args.cache.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -776,10 +809,13 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     pattern = make_pattern()
     tree.file("usr/share/aero/pattern-1m.bin", pattern)
     tree.file("usr/share/aero/tone.wav", make_tone())
-    scripts = {name: (GUEST_DIR / name).read_bytes() for name in ("init", "selftest.sh", "udhcpc.script")}
-    tree.file("init", scripts["init"], 0o755)
-    tree.file("usr/share/aero/selftest.sh", scripts["selftest.sh"], 0o755)
-    tree.file("usr/share/aero/udhcpc.script", scripts["udhcpc.script"], 0o755)
+    scripts = {p.name: p.read_bytes() for p in sorted(GUEST_DIR.iterdir()) if p.is_file()}
+    for name in GUEST_FILES:
+        if name not in scripts:
+            raise BuildError(f"{GUEST_DIR / name}: missing")
+    tree.file("init", scripts.pop("init"), 0o755)
+    for name, data in scripts.items():  # selftest.sh and the parts it sources, the udhcpc script
+        tree.file(f"usr/share/aero/{name}", data, 0o755)
     tree.file("etc/aero/modules.base", ("\n".join(modules.base) + "\n").encode())
     tree.file("etc/aero/modules.snd", ("\n".join(modules.snd) + "\n").encode())
 
@@ -792,8 +828,9 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         json.dumps([BUILDER_VERSION, packages, dataclasses.asdict(knobs), KERNEL_CMDLINE], sort_keys=True).encode()
     )
     ident.update(Path(__file__).read_bytes())
-    for name in sorted(scripts):
-        ident.update(scripts[name])
+    for p in sorted(GUEST_DIR.iterdir()):
+        if p.is_file():
+            ident.update(p.name.encode() + b"\0" + p.read_bytes())
     build_id = ident.hexdigest()[:16]
     config = config_text(knobs, build_id, modules.release)
     tree.file("etc/aero/selftest.conf", config.encode())
@@ -807,6 +844,8 @@ def build(args: argparse.Namespace) -> dict[str, object]:
             "http_url": knobs.http_url,
             "udp_port": knobs.udp_port,
             "require_snd": knobs.require_snd,
+            "guest_args": list(knobs.guest_args),
+            "selftest_args": knobs.guest_words,
         },
         "kernel": {
             "package": fetched.kernel_package,
@@ -884,6 +923,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--http-url", default=DEFAULT_HTTP_URL, help="selftest URL baked into the guest")
     ap.add_argument("--udp-port", type=int, default=DEFAULT_UDP_PORT, help="UDP echo port baked into the guest")
     ap.add_argument("--require-snd", action="store_true", help="the guest FAILs virtio-snd without the device")
+    ap.add_argument(
+        "--guest-arg",
+        action="append",
+        default=[],
+        metavar="'ARG...'",
+        help="more selftest flags to bake in (the Windows guest's names, e.g. --guest-arg='--test-input-events'); "
+        "repeatable, blank-separated words",
+    )
     ap.add_argument(
         "--cache", type=Path, default=Path("build/cache"), help="download/extract cache (default build/cache)"
     )
