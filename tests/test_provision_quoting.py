@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wincmd_model import argv, cmd_line
 
 from harness.provision.quoting import CmdVar, batch_command, batch_text, join_args, quote_arg
-from wincmd_model import argv, cmd_line
 
 # Printable text with every character that matters to either layer (no controls: refused).
 _TRICKY = st.text(

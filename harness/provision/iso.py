@@ -60,6 +60,7 @@ class _IsoPaths:
 
 def write_iso(media: Media, target: Path) -> None:
     """Write ``media`` to ``target`` as an ISO (atomically: a temporary file renamed into place)."""
+    check_iso_target(target)
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, vol_ident=layout.VOLUME_ID)
     paths = _IsoPaths()
@@ -93,13 +94,28 @@ def _write_atomically(iso: pycdlib.PyCdlib, target: Path) -> None:
         Path(temp).unlink(missing_ok=True)
 
 
-def write_tree(media: Media, target: Path) -> None:
-    """Write ``media`` as files under ``target``: missing or empty, or holding earlier media (replaced)."""
+# A folder holding either file holds earlier media (the first name is the one this harness used before).
+_EARLIER_MEDIA = (layout.DESCRIPTION, layout.MARKER)
+
+
+def check_tree_target(target: Path) -> None:
+    """``target`` can take the media: missing, empty, or holding earlier media (which gets replaced)."""
     if target.exists() and not target.is_dir():
         raise UsageError(f"--output-dir is not a folder: {target}")
-    if target.is_dir() and any(target.iterdir()):
-        if not (target / layout.MARKER).is_file():
-            raise UsageError(f"--output-dir is not empty and holds no earlier provisioning media: {target}")
+    holds_media = any((target / name).is_file() for name in _EARLIER_MEDIA)
+    if target.is_dir() and any(target.iterdir()) and not holds_media:
+        raise UsageError(f"--output-dir is not empty and holds no earlier provisioning media: {target}")
+
+
+def check_iso_target(target: Path) -> None:
+    """``target`` can take the ISO: a file or nothing, not a folder."""
+    if target.is_dir():
+        raise UsageError(f"--output-iso is a folder, not a file path: {target}")
+
+
+def write_tree(media: Media, target: Path) -> None:
+    """Write ``media`` as files under ``target``: missing or empty, or holding earlier media (replaced)."""
+    check_tree_target(target)
     try:
         if (target / layout.MEDIA_ROOT).exists():
             shutil.rmtree(target / layout.MEDIA_ROOT)

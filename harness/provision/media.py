@@ -1,15 +1,22 @@
-"""The provisioning media's content: which file goes where, checked against what Windows accepts."""
+"""The provisioning media's content: which file goes where, checked against what Windows accepts.
+
+Everything is checked and generated here, before anything is written: bad input leaves no media.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness.errors import UsageError
-from harness.provision import layout
-from harness.provision.script import ScriptOptions, SelftestFlags, render
+from harness.provision import description, flags, layout, manifest
+from harness.provision.infs import Inf, InfSelection, select_infs
+from harness.provision.request import ProvisionRequest
+from harness.provision.script import ScriptOptions, render
+from harness.provision.task import TaskDefinition, define_task
 
 JOLIET_MAX_NAME = 64
 _BAD_NAME_CHARS = re.compile(r'[<>:"/\\|?*;\x00-\x1f\x7f]')
@@ -33,12 +40,12 @@ class Media:
 
 
 @dataclass(frozen=True)
-class ProvisionRequest:
-    selftest_exe: Path
-    drivers_dir: Path
-    flags: SelftestFlags
-    enable_test_signing: bool = False
-    auto_reboot: bool = False
+class MediaPlan:
+    """The media, and what it was made to do (for the console)."""
+
+    media: Media
+    infs: InfSelection
+    task: TaskDefinition
 
 
 def check_name(name: str, where: Path) -> None:
@@ -66,11 +73,16 @@ def _readable_file(path: Path, what: str) -> Path:
     return path
 
 
-def _check_selftest(path: Path) -> None:
+def _read_selftest(path: Path) -> bytes:
+    """The selftest's bytes (read once, so the manifest's hash is the hash of what lands on the media)."""
     _readable_file(path, "--selftest-exe")
-    with path.open("rb") as exe:
-        if exe.read(2) != b"MZ":
-            raise UsageError(f"--selftest-exe is not a Windows executable (no MZ header): {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"cannot read --selftest-exe {path}: {err}") from err
+    if data[:2] != b"MZ":
+        raise UsageError(f"--selftest-exe is not a Windows executable (no MZ header): {path}")
+    return data
 
 
 def driver_files(drivers_dir: Path) -> list[tuple[PurePosixPath, Path]]:
@@ -103,20 +115,32 @@ def _check_names(base: Path, paths: list[PurePosixPath]) -> None:
                 raise UsageError(f"{base / other} and {base / partial} differ only by case; Windows cannot hold both")
 
 
-def build_media(request: ProvisionRequest, version: str) -> Media:
-    """Check the inputs and lay out the media: marker, selftest, drivers and provision.cmd."""
-    _check_selftest(request.selftest_exe)
-    drivers = [(layout.DRIVERS / rel, host) for rel, host in driver_files(request.drivers_dir)]
-    infs = tuple(path for path, _ in drivers if path.suffix.lower() == ".inf")
-    options = ScriptOptions(request.flags, infs, request.enable_test_signing, request.auto_reboot)
-    script = render(options, version).encode("ascii")
-    marker = (
-        f"Aero Windows 7 virtio test provisioning media, made by aero-win7-harness {version}.\r\n"
-        f"Inside the guest, run {layout.on_media(layout.SCRIPT)} as administrator.\r\n"
-    ).encode("ascii")
-    return Media((
-        MediaFile(layout.MARKER, marker),
-        MediaFile(layout.SELFTEST, request.selftest_exe),
-        *(MediaFile(path, host) for path, host in drivers),
+def build_media(request: ProvisionRequest, version: str) -> MediaPlan:
+    """Check the inputs and lay out the media: marker, description, selftest, drivers, script, manifest."""
+    flags.check(request.options)
+    steps = request.steps
+    selftest = _read_selftest(request.selftest_exe)
+    sha256 = hashlib.sha256(selftest).hexdigest()
+    drivers = driver_files(request.drivers_dir)
+    infs = [Inf(rel, host) for rel, host in drivers if rel.suffix.lower() == ".inf"]
+    chosen = select_infs(infs, request.drivers_dir, allow_list=steps.inf_allow_list,
+                         install_all=steps.install_all_infs,
+                         transitional_snd=request.options.allow_virtio_snd_transitional)
+    task = define_task(request.options, version)
+    script = render(ScriptOptions(task, tuple(layout.DRIVERS / rel for rel in chosen.selected),
+                                  steps.enable_test_signing, steps.auto_reboot,
+                                  steps.enable_virtio_input_compat_id_name), version).encode("ascii")
+    record = manifest.manifest(options=request.options, steps=steps, infs=chosen, selftest_sha256=sha256,
+                               task=task, version=version)
+    text = description.description(description.Contents(request.options, steps, chosen, sha256, task, version))
+    files = [
+        MediaFile(layout.MARKER, description.marker(version)),
+        MediaFile(layout.DESCRIPTION, text),
+        MediaFile(layout.SELFTEST, selftest),
+        *(MediaFile(layout.DRIVERS / rel, host) for rel, host in drivers),
         MediaFile(layout.SCRIPT, script),
-    ))
+        MediaFile(layout.MANIFEST, manifest.render(record)),
+    ]
+    if task.xml is not None:
+        files.append(MediaFile(layout.TASK_XML, task.xml))
+    return MediaPlan(Media(tuple(files)), chosen, task)

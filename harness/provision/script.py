@@ -2,9 +2,10 @@
 
 It runs once, as administrator, inside the guest, from the provisioning media. In order it checks
 that it is elevated, finds its media (its own drive, else the drive holding the marker file),
-optionally turns test signing on, installs every driver INF with ``pnputil -i -a``, copies the
-selftest to ``C:\\AeroTests``, creates the boot-time task that runs the selftest as SYSTEM with
-the baked flags, and optionally reboots. Every step is logged to ``C:\\aero-win7-provision.log``.
+optionally turns test signing on, installs the chosen driver INFs with ``pnputil -i -a`` (in the
+chosen order), optionally sets the virtio-input driver's CompatIdName value, copies the selftest to
+``C:\\AeroTests``, creates the boot-time task that runs the selftest as SYSTEM with the baked flags,
+and optionally reboots. Every step is logged to ``C:\\aero-win7-provision.log``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from pathlib import PurePosixPath
 
 from harness.errors import UsageError
 from harness.provision import layout
-from harness.provision.quoting import Arg, CmdVar, Piece, batch_command, batch_text, join_args
-
-# schtasks refuses a /TR value longer than this.
-MAX_TASK_COMMAND = 261
+from harness.provision.quoting import Arg, CmdVar, Piece, batch_command, batch_text
+from harness.provision.task import TaskDefinition
 
 DRIVE = CmdVar("AERO_DRIVE")
 _LOG = '>>"%AERO_LOG%"'
@@ -27,46 +26,21 @@ _DRIVE_LETTERS = " ".join(chr(c) for c in range(ord("D"), ord("Z") + 1))
 
 
 @dataclass(frozen=True)
-class SelftestFlags:
-    """The flags baked into the boot-time task, passed to ``aero-virtio-selftest.exe`` as is."""
-
-    http_url: str = layout.DEFAULT_HTTP_URL
-    udp_port: int | None = None
-    blk_root: str | None = None
-    require_snd: bool = False
-
-    def argv(self) -> list[str]:
-        args = ["--http-url", self.http_url]
-        if self.udp_port is not None:
-            args += ["--udp-port", str(self.udp_port)]
-        if self.blk_root is not None:
-            args += ["--blk-root", self.blk_root]
-        if self.require_snd:
-            args.append("--require-snd")
-        return args
-
-
-@dataclass(frozen=True)
 class ScriptOptions:
-    flags: SelftestFlags
-    driver_infs: tuple[PurePosixPath, ...]  # media paths, e.g. AERO/drivers/viostor/w7/amd64/viostor.inf
+    task: TaskDefinition
+    driver_infs: tuple[PurePosixPath, ...]  # media paths in install order, e.g. AERO/drivers/blk/aero_virtio_blk.inf
     enable_test_signing: bool = False
     auto_reboot: bool = False
-
-
-def task_command(flags: SelftestFlags) -> str:
-    """The command line the scheduled task runs (the value of ``schtasks /TR``)."""
-    command = join_args([str(layout.GUEST_SELFTEST), *flags.argv()])
-    if len(command) > MAX_TASK_COMMAND:
-        raise UsageError(
-            f"the selftest command line is {len(command)} characters; schtasks takes at most "
-            f"{MAX_TASK_COMMAND} (shorten --blk-root or --http-url): {command}"
-        )
-    return command
+    virtio_input_compat_id_name: bool = False
 
 
 def _on_media(path: PurePosixPath) -> tuple[Piece, ...]:
     return (DRIVE, "\\" + layout.on_media(path))
+
+
+def _quoted(pieces: tuple[Piece, ...]) -> str:
+    """A path in quotes for cmd's own commands (``if exist``); media paths hold no quote."""
+    return batch_text(['"', *pieces, '"'])
 
 
 def _say(*pieces: Piece) -> list[str]:
@@ -94,9 +68,23 @@ def _test_signing() -> list[str]:
 def _drivers(infs: Sequence[PurePosixPath]) -> list[str]:
     lines: list[str] = []
     for number, inf in enumerate(infs, start=1):
-        lines += _say(f"installing driver {number} of {len(infs)}: ", *_on_media(inf))
-        lines += _run(["pnputil", "-i", "-a", _on_media(inf)], "set /a AERO_WARNINGS+=1")
+        # The step's name is echoed unquoted when it fails: it must not hold the path (any character).
+        lines += [
+            *_say(f"installing driver {number} of {len(infs)}: ", *_on_media(inf)),
+            _step(f"find driver {number} of {len(infs)} on the media"),
+            f"if not exist {_quoted(_on_media(inf))} goto :failed",
+            *_run(["pnputil", "-i", "-a", _on_media(inf)], "set /a AERO_WARNINGS+=1"),
+        ]
     return lines
+
+
+def _compat_id_name() -> list[str]:
+    key = layout.VIRTIO_INPUT_PARAMETERS
+    return [
+        _step(f"set CompatIdName=1 under {key}"),
+        *_say(f"setting CompatIdName=1 under {key} (virtio-input then accepts QEMU's device names)"),
+        *_run(["reg", "add", key, "/v", "CompatIdName", "/t", "REG_DWORD", "/d", "1", "/f"], "goto :failed"),
+    ]
 
 
 def _selftest() -> list[str]:
@@ -109,13 +97,15 @@ def _selftest() -> list[str]:
     ]
 
 
-def _task(flags: SelftestFlags) -> list[str]:
-    command = task_command(flags)
-    schtasks = ["schtasks", "/Create", "/F", "/TN", layout.TASK_NAME, "/SC", "ONSTART", "/RU", "SYSTEM",
-                "/RL", "HIGHEST", "/TR", command]
+def _task(task: TaskDefinition) -> list[str]:
+    schtasks: list[Arg] = ["schtasks", "/Create", "/F", "/TN", layout.TASK_NAME]
+    if task.route == "tr":
+        schtasks += ["/SC", "ONSTART", "/RU", "SYSTEM", "/RL", "HIGHEST", "/TR", task.command_line]
+    else:
+        schtasks += ["/XML", _on_media(layout.TASK_XML)]
     return [
         _step(f"create the scheduled task {layout.TASK_NAME}"),
-        *_say(f"creating the boot-time task {layout.TASK_NAME}: {command}"),
+        *_say(f"creating the boot-time task {layout.TASK_NAME}: {task.command_line}"),
         *_run(schtasks, "goto :failed"),
     ]
 
@@ -126,8 +116,8 @@ def _find_media() -> list[str]:
         'set "AERO_DRIVE=%~d0"',
         f'if exist "%AERO_DRIVE%\\{marker}" goto :have_media',
         'set "AERO_DRIVE="',
-        f"for %%D in ({_DRIVE_LETTERS}) do if not defined AERO_DRIVE "
-        f'if exist "%%D:\\{marker}" set "AERO_DRIVE=%%D:"',
+        (f"for %%D in ({_DRIVE_LETTERS}) do if not defined AERO_DRIVE "
+         f'if exist "%%D:\\{marker}" set "AERO_DRIVE=%%D:"'),
         "if not defined AERO_DRIVE goto :no_media",
         ":have_media",
     ]
@@ -180,8 +170,9 @@ def render(options: ScriptOptions, version: str) -> str:
         *_say("provisioning from ", DRIVE),
         *(_test_signing() if options.enable_test_signing else []),
         *_drivers(options.driver_infs),
+        *(_compat_id_name() if options.virtio_input_compat_id_name else []),
         *_selftest(),
-        *_task(options.flags),
+        *_task(options.task),
         *_finish(options.auto_reboot),
         *_endings(),
     ]
