@@ -394,7 +394,7 @@ class Session:
         error = task.exception()
         if isinstance(error, HarnessError):
             record.outcome = f"failed: {error.detail}"
-            log.error("%s", error.verdict_line())
+            log.debug("host action %s failed: %s", record.reaction, error.detail)  # the verdict line says it
             self.end_run(Verdict(error.token, error.exit_code, error.detail))
         elif error is not None:
             record.outcome = f"failed: {type(error).__name__}: {error}"
@@ -505,6 +505,7 @@ class Session:
             try:
                 write_atomically(self.opts.out_dir / SCREENSHOT, shot.read_bytes())
                 self.extra["screenshot"] = str(self.opts.out_dir / SCREENSHOT)
+                log.info("guest screen saved to %s", self.opts.out_dir / SCREENSHOT)
             except OSError as err:
                 log.warning("the screenshot could not be saved: %s", err)
         return verdict

@@ -8,7 +8,6 @@ QEMU's default 1AF4:1000. The NIC's id (``nic0``) is what QMP ``set_link`` names
 from __future__ import annotations
 
 import argparse
-import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -31,10 +30,11 @@ from harness.devices.base import (
     requires_msix_but_intx,
 )
 from harness.errors import ExitCode, UsageError
+from harness.hostnames import is_host_name
 from harness.outputs import HTTP_LOG, output_path
 from harness.qemu.cmdline import opts
 from harness.rules import CheckRule, MarkerRule, counter, order_of
-from harness.services.dns import NameTable, normalised, parse_record
+from harness.services.dns import NameTable, parse_record
 from harness.verdict import NOT_REPORTED, Failure, GuestReport, Rule, Verdict
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT = 18080, 18081
 DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
 DEFAULT_LINK_DOWN_S = 3.0
 CSUM_MARKER = "virtio-net-offload-csum"
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ class Net(Device):
                    require_udp_csum_offload=args.require_net_udp_csum_offload, dns_host=args.dns_host,
                    dns_records=tuple(_records(args.dns_record)),
                    names=NameTable(dict(_records(args.dns_record)) | ({args.dns_host: GUEST_HOST} if args.dns_host
-                                                                    and _valid_host(args.dns_host) else {})))
+                                                                    and is_host_name(args.dns_host) else {})))
 
     def check(self, board: Board) -> None:
         super().check(board)
@@ -125,7 +124,7 @@ class Net(Device):
                              f"not {self.link_down_s:g}")
         if self.require_msix and board.disable_msix:
             raise UsageError("--virtio-disable-msix and --require-virtio-net-msix exclude each other")
-        if self.dns_host is not None and not _valid_host(self.dns_host):
+        if self.dns_host is not None and not is_host_name(self.dns_host):
             raise UsageError(f"--dns-host must be a host name (letters, digits, '-' and dots), not {self.dns_host!r}")
 
     def log_path(self, out_dir: Path) -> Path:
@@ -145,7 +144,11 @@ class Net(Device):
         return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID if board.contract else TRANSITIONAL_ID,))]
 
     def provisioning(self) -> list[str]:
-        return ["--test-net-link-flap"] if self.with_link_flap else []
+        words = ["--http-url", f"http://{GUEST_HOST}:{self.http_port}{self.http_path}",
+                 "--udp-port", str(self.udp_port)]
+        if self.dns_host:
+            words += ["--dns-host", self.dns_host]
+        return words + (["--test-net-link-flap"] if self.with_link_flap else [])
 
     # -- the host --------------------------------------------------------------------------------------
     def services(self, board: Board) -> AbstractContextManager[Any]:
@@ -198,7 +201,7 @@ class Net(Device):
     def _learn_dns_host(self, config: dict[str, str]) -> Verdict | None:
         """The name the guest was provisioned to resolve first answers 10.0.2.2 too."""
         name = config.get("dns_host")
-        if name and _valid_host(name):
+        if name and is_host_name(name):
             self.names.add(name)
         return None
 
@@ -260,10 +263,6 @@ class Net(Device):
                                f"no UDP checksum was offloaded (tx_udp={udp} tx_udp4={fields.get('tx_udp4', '?')} "
                                f"tx_udp6={fields.get('tx_udp6', '?')} fallback={fields.get('fallback', '?')})", order)
         return None
-
-
-def _valid_host(name: str) -> bool:
-    return bool(_HOSTNAME.match(normalised(name)))
 
 
 def _records(texts: Sequence[str]) -> list[tuple[str, str]]:

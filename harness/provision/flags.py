@@ -15,12 +15,12 @@ Two switches imply others, as upstream's generator does:
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from harness.errors import UsageError
+from harness.hostnames import is_host_name
 from harness.provision import layout
 from harness.provision.quoting import check_text
 
@@ -91,7 +91,6 @@ CONFLICTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("disable_snd_capture", ("require_snd_capture", "test_snd_capture", "require_non_silence")),
 )
 
-_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -132,12 +131,6 @@ class SelftestOptions:
 
 def switch(field: str) -> Switch:
     return next(s for s in SWITCHES if s.field == field)
-
-
-def is_host_name(name: str) -> bool:
-    """A DNS host name: dot-separated labels of letters, digits and inner '-' (one trailing dot allowed)."""
-    labels = name.removesuffix(".").split(".")
-    return len(name.removesuffix(".")) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _check_url(text: str) -> None:

@@ -134,7 +134,7 @@ class QemuMachine:
         except (TimeoutError, QMPError, OSError) as err:
             log.warning("screendump failed: %s", err)
             return False
-        log.info("guest screen saved to %s", path)
+        log.debug("screendump written to %s", path)
         return True
 
     async def shutdown(self) -> None:

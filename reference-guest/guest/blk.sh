@@ -156,7 +156,7 @@ blk_resize() {
 	fi
 	emit TEST virtio-blk-resize READY "disk=$idx" "old_bytes=$old"
 	t0=$(now_ms)
-	deadline=$((t0 + 60000))
+	deadline=$((t0 + $(host_wait_ms 60000)))
 	while :; do
 		cur=$(blk_bytes "$BLK_DISK")
 		if [ "$cur" -gt "$old" ]; then

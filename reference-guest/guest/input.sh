@@ -400,6 +400,7 @@ input_events() {
 	[ "$TEST_INPUT_MODIFIERS$TEST_INPUT_BUTTONS$TEST_INPUT_WHEEL" = 000 ] || extended=1
 	wait_ms=$INPUT_WAIT_MS
 	[ "$extended" = 1 ] && wait_ms=$INPUT_WAIT_EXTENDED_MS
+	wait_ms=$(host_wait_ms "$wait_ms")
 	kbd=$(input_node keyboard)
 	mouse=$(input_node mouse)
 	if [ -z "$kbd" ]; then
@@ -538,7 +539,7 @@ input_media_keys() {
 		reason=open_consumer_failed err=5 ok=0
 	else
 		emit TEST virtio-input-media-keys READY
-		if input_wait media "$KBD_AWK" "$INPUT_WAIT_MS" '[ "$vol_down$vol_up" = 11 ]'; then
+		if input_wait media "$KBD_AWK" "$(host_wait_ms "$INPUT_WAIT_MS")" '[ "$vol_down$vol_up" = 11 ]'; then
 			reason=-
 		else
 			ok=0
@@ -571,7 +572,7 @@ input_tablet_events() {
 		reason=open_tablet_failed err=5 ok=0
 	else
 		emit TEST virtio-input-tablet-events READY
-		if input_wait tablet "$TABLET_AWK" "$INPUT_WAIT_MS" '[ "$move_target$left_down$left_up" = 111 ]'; then
+		if input_wait tablet "$TABLET_AWK" "$(host_wait_ms "$INPUT_WAIT_MS")" '[ "$move_target$left_down$left_up" = 111 ]'; then
 			reason=-
 		else
 			ok=0

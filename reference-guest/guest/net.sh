@@ -192,7 +192,7 @@ net_link_flap() {
 	[ -n "$cfg" ] && cfg_before=$(irq_count "$cfg")
 	emit TEST virtio-net-link-flap READY "adapter=$NET_IF" "guid=$mac"
 	t_start=$(now_ms)
-	deadline=$((t_start + 30000))
+	deadline=$((t_start + $(host_wait_ms 30000)))
 	while [ "$(now_ms)" -lt "$deadline" ]; do
 		if link_up; then
 			samples=0

@@ -13,6 +13,7 @@ OPT_LOG_FILE=
 OPT_IO_SIZE_MIB=8
 OPT_IO_CHUNK_KIB=1024
 OPT_NET_TIMEOUT_SEC=120
+OPT_HOST_WAIT_SEC= # reference guest only: the deadline of every host-coordinated test
 USAGE_ERRORS=0
 FWCFG_COUNT=0
 
@@ -116,7 +117,7 @@ opt_parse() {
 		a=$1
 		shift
 		case "$a" in
-			--http-url | --udp-port | --dns-host | --blk-root | --log-file | --io-size-mib | --io-chunk-kib | --net-timeout-sec)
+			--http-url | --udp-port | --dns-host | --blk-root | --log-file | --io-size-mib | --io-chunk-kib | --net-timeout-sec | --host-wait-sec)
 				if [ $# -eq 0 ]; then
 					usage_error "missing value for $a"
 					continue
@@ -155,6 +156,13 @@ opt_parse() {
 							usage_error "--io-chunk-kib $v: not a number"
 						fi
 						;;
+					--host-wait-sec)
+						if is_uint "$v" && [ "$v" -ge 1 ] && [ "$v" -le 600 ]; then
+							OPT_HOST_WAIT_SEC=$((v + 0))
+						else
+							usage_error "--host-wait-sec $v: must be 1..600"
+						fi
+						;;
 					--net-timeout-sec)
 						if is_uint "$v"; then
 							OPT_NET_TIMEOUT_SEC=$((v + 0))
@@ -185,6 +193,15 @@ opt_parse() {
 			*) say "reference-guest: unknown arg: $(clean "$a")" ;;
 		esac
 	done
+}
+
+# host_wait_ms DEFAULT_MS: how long a host-coordinated test waits for the host after READY
+host_wait_ms() {
+	if [ -n "$OPT_HOST_WAIT_SEC" ]; then
+		echo $((OPT_HOST_WAIT_SEC * 1000))
+	else
+		echo "$1"
+	fi
 }
 
 # opt_var FLAG: the variable of a boolean flag (empty when unknown)
@@ -243,13 +260,14 @@ opt_active() {
 	done
 	[ "$OPT_NET_TIMEOUT_SEC" = 120 ] || echo "net_timeout_sec=$OPT_NET_TIMEOUT_SEC"
 	[ "$OPT_IO_SIZE_MIB" = 8 ] || echo "io_size_mib=$OPT_IO_SIZE_MIB"
+	[ -z "$OPT_HOST_WAIT_SEC" ] || echo "host_wait_sec=$OPT_HOST_WAIT_SEC"
 }
 
 # opt_dump: every option, for the dry run
 opt_dump() {
 	local v val
 	for v in OPT_HTTP_URL OPT_HTTP_URL_LARGE AERO_HTTP_HOST AERO_HTTP_PORT AERO_HTTP_PATH OPT_UDP_PORT OPT_DNS_HOST \
-		OPT_BLK_ROOT OPT_LOG_FILE OPT_IO_SIZE_MIB OPT_IO_CHUNK_KIB OPT_NET_TIMEOUT_SEC USAGE_ERRORS FWCFG_COUNT $BOOL_FLAGS; do
+		OPT_BLK_ROOT OPT_LOG_FILE OPT_IO_SIZE_MIB OPT_IO_CHUNK_KIB OPT_NET_TIMEOUT_SEC OPT_HOST_WAIT_SEC USAGE_ERRORS FWCFG_COUNT $BOOL_FLAGS; do
 		case "$v" in
 			--*) continue ;;
 		esac
