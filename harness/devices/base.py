@@ -233,6 +233,19 @@ def provisioned_without(key: str, guest_flag: str, run_flag: str, marker: str) -
     return hint
 
 
+def provisioned_for(key: str, guest_flag: str, run_flag: str, marker: str) -> ConfigHint:
+    """The image runs a host-coordinated test (CONFIG key=1) that this run will not do the host's part of."""
+
+    def hint(config: dict[str, str]) -> str | None:
+        if config.get(key) == "1":
+            return (f"the image was provisioned with {guest_flag} (CONFIG {key}=1) but this run has no {run_flag}: "
+                    f"nothing answers the guest's {marker}|READY, so the guest fails it at its deadline; "
+                    f"pass {run_flag}")
+        return None
+
+    return hint
+
+
 def requires_msix_but_intx(key: str, family: str) -> ConfigHint:
     """The image requires MSI-X for a device this run gives INTx only."""
 

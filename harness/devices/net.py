@@ -25,6 +25,7 @@ from harness.devices.base import (
     add_vectors_argument,
     flag,
     msix_rule,
+    provisioned_for,
     provisioned_without,
     required,
     requires_msix_but_intx,
@@ -144,8 +145,7 @@ class Net(Device):
         return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID if board.contract else TRANSITIONAL_ID,))]
 
     def provisioning(self) -> list[str]:
-        words = ["--http-url", f"http://{GUEST_HOST}:{self.http_port}{self.http_path}",
-                 "--udp-port", str(self.udp_port)]
+        words = ["--http-url", self.served_url(), "--udp-port", str(self.udp_port)]
         if self.dns_host:
             words += ["--dns-host", self.dns_host]
         return words + (["--test-net-link-flap"] if self.with_link_flap else [])
@@ -188,9 +188,8 @@ class Net(Device):
 
     def config_hints(self, board: Board) -> Sequence[ConfigHint]:
         hints: list[ConfigHint] = []
-        if self.with_link_flap:
-            hints.append(provisioned_without("test_net_link_flap", "--test-net-link-flap", "--with-net-link-flap",
-                                             "virtio-net-link-flap"))
+        hint = provisioned_without if self.with_link_flap else provisioned_for
+        hints.append(hint("test_net_link_flap", "--test-net-link-flap", "--with-net-link-flap", "virtio-net-link-flap"))
         if board.disable_msix:
             hints.append(requires_msix_but_intx("require_net_msix", self.family))
         return hints
