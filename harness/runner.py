@@ -330,6 +330,13 @@ class Session:
 
     def _on_records(self, records: list[Record], received: float) -> None:
         self.timeline.add(records, received)
+        progress = self.progress
+        if progress is not None and any(r.kind == Kind.RESULT for r in records):
+            # The batch that ends the guest's run: the status line goes now rather than just before
+            # the verdict, so that these records' log lines are not each drawn above it (on a
+            # terminal that costs a fraction of a millisecond a line, on the verdict's path).
+            progress.stop()
+            progress = None
         for record in records:
             self.report.add(record)
             if record.kind == Kind.TEXT:
@@ -343,10 +350,10 @@ class Session:
                     outcome.at_s = self.timeline.at(received)
                 if record.parts[1] == Status.READY.value:
                     self._react(record.parts[0], received)
-                if self.progress is not None:
-                    self.progress.marker(record.parts[0], record.parts[1])
-            elif record.kind == Kind.START and self.progress is not None:
-                self.progress.phase("selftest started")
+                if progress is not None:
+                    progress.marker(record.parts[0], record.parts[1])
+            elif record.kind == Kind.START and progress is not None:
+                progress.phase("selftest started")
             if self.report.result is not None and self.result_received is None:
                 self.result_received = received
                 self._result_event.set()

@@ -71,7 +71,8 @@ def reference_guest(engine: docker.DockerClient, image: object, tmp_path_factory
     """The baked reference guest, copied to the host and made read-only."""
     code, listing = in_image(engine, "-c", f"test -s {GUEST_IN_IMAGE} && echo ok", entrypoint="sh")
     if code != 0:
-        missing_prerequisite(f"{IMAGE} has no reference guest ({GUEST_IN_IMAGE}); rebuild with REFERENCE_GUEST=required")
+        missing_prerequisite(f"{IMAGE} has no reference guest ({GUEST_IN_IMAGE}); "
+                             "rebuild with REFERENCE_GUEST=required")
     folder = tmp_path_factory.mktemp("images")
     container = engine.containers.create(IMAGE, network_mode="none")
     try:
@@ -139,20 +140,63 @@ def test_size_goal(image: docker.models.images.Image) -> None:
 
 # --- guest runs ---------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_selfcheck_in_the_container(engine: docker.DockerClient, reference_guest: Path) -> None:
-    code, out = in_image(engine, "selfcheck", "--accel", "tcg", "--out-dir", "/tmp/selfcheck")
-    assert code == 0, out
-    assert out.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+PASS_LINE = "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+HOST_ACTION_FLAGS = ("--with-input-events", "--with-input-events-extended", "--with-input-media-keys",
+                     "--with-virtio-tablet", "--with-input-tablet-events", "--with-net-link-flap", "--with-blk-resize")
 
 
 @pytest.mark.slow
-def test_launcher_selfcheck(image: object, tmp_path: Path) -> None:
+def test_selfcheck_with_plain_docker_run_answers_the_guests_dns_in_the_container(image: object,
+                                                                                  tmp_path: Path) -> None:
+    """README's plain `docker run` line: no network, the container's resolver pointed at itself."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(["docker", "run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}", "--network", "none",
+                           "--dns", "127.0.0.1", "-v", f"{out}:/out", IMAGE, "selfcheck", "--accel", "tcg"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, PASS_LINE), proc.stdout + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["tests"]["virtio-net"]["fields"]["dns_name"] == "host.lan"
+    assert "host.lan. A -> A 10.0.2.2" in (out / "http.log").read_text()  # answered inside the container
+    assert results["network_isolation"]["isolated"] is True  # by the container's own network namespace
+    assert results["qemu"]["version"].startswith("10.")
+    assert {f["qdev_id"]: f["id"] for f in results["pci"]} == {
+        "blk0": "1af4:1042", "nic0": "1af4:1041", "kbd0": "1af4:1052", "mouse0": "1af4:1052"}
+
+
+@pytest.mark.slow
+def test_launcher_selfcheck_transitional_and_intx_only_on_the_images_qemu(image: object, tmp_path: Path) -> None:
     out = tmp_path / "selfcheck"
-    proc = launcher("selfcheck", "--out-dir", str(out))
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+    proc = launcher("selfcheck", "--virtio-transitional", "--virtio-disable-msix", "--require-intx",
+                    "--out-dir", str(out))
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, PASS_LINE), proc.stdout + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {f["qdev_id"]: f["id"] for f in results["pci"]} == {"blk0": "1af4:1001", "nic0": "1af4:1000"}
+    assert results["tests"]["virtio-blk"]["fields"]["irq_mode"] == "intx"
     assert (out / "results.json").stat().st_uid == os.getuid()
+
+
+@pytest.mark.slow
+def test_sound_and_every_host_action_on_the_images_qemu(image: object, tmp_path: Path) -> None:
+    """QEMU 10 with virtio-snd: playback, capture and duplex PASS, the WAV on the host is not silent,
+    report.html draws it; the host actions reach the guest through this QEMU too."""
+    out = tmp_path / "out"
+    proc = launcher("selfcheck", "--out-dir", str(out), "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav",
+                    *HOST_ACTION_FLAGS)
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, PASS_LINE), proc.stdout + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    tests = results["tests"]
+    for name in ("virtio-snd", "virtio-snd-capture", "virtio-snd-duplex", "virtio-input-events",
+                 "virtio-input-media-keys", "virtio-input-tablet-events", "virtio-net-link-flap", "virtio-blk-resize"):
+        assert tests[name]["status"] == "PASS", (name, tests[name])
+    assert {f["qdev_id"]: f["id"] for f in results["pci"]}["snd0"] == "1af4:1059"
+    assert {a["reaction"] for a in results["actions"]} == {"blk-resize", "input-inject", "media-keys",
+                                                           "input-tablet-inject", "net-link-flap"}
+    wav_path = out / "virtio-snd.wav"
+    assert wav_path.stat().st_uid == os.getuid()
+    _assert_complete_nonsilent_wav(wav_path)
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "polygon" in page  # the waveform, drawn from the samples
 
 
 @pytest.mark.slow
@@ -161,19 +205,19 @@ def test_pass_from_a_read_only_image_leaves_it_unchanged(reference_guest: Path, 
     out = tmp_path / "out"
     proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(out), "--timeout-seconds", "300")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
+    assert proc.stdout.splitlines()[-1] == PASS_LINE
     assert sha256(reference_guest) == before
-    for name in ("serial.log", "results.json", "junit.xml", "harness.log", "launcher.log"):
+    for name in ("serial.log", "results.json", "junit.xml", "harness.log", "launcher.log", "report.html"):
         assert (out / name).stat().st_uid == os.getuid(), name
 
 
 @pytest.mark.slow
-def test_guest_fail_is_exit_1(reference_guest: Path, tmp_path: Path) -> None:
-    # The guest fetches the path baked into it; served elsewhere, its virtio-net test fails.
+def test_a_guest_provisioned_for_another_url_fails_at_its_config_line(reference_guest: Path, tmp_path: Path) -> None:
     proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(tmp_path / "out"),
                     "--timeout-seconds", "300", "--http-path", "/not-the-guests-path")
     assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[-1].startswith("FAIL: TEST_FAILED: virtio-net FAIL")
+    assert proc.stdout.splitlines()[-1].startswith("FAIL: HTTP_URL_MISMATCH: the guest was provisioned with "
+                                                   "http_url=http://10.0.2.2:18080/aero-virtio-selftest")
 
 
 def _assert_complete_nonsilent_wav(path: Path) -> None:
@@ -189,29 +233,18 @@ def _assert_complete_nonsilent_wav(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sound_in_the_container_leaves_a_wav_on_the_host(reference_guest: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(out), "--timeout-seconds", "300",
-                    "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    wav_path = out / "virtio-snd.wav"
-    assert wav_path.stat().st_uid == os.getuid()
-    _assert_complete_nonsilent_wav(wav_path)
-
-
-@pytest.mark.slow
 def test_a_guest_that_passes_but_plays_nothing_is_audio_silent(image: object, tmp_path: Path) -> None:
     """A real QEMU 10 capture with nothing in it: the guest reports PASS for every test, sound
     included, but never drives the sound device, so the WAV holds no sound (exit 4)."""
     images = tmp_path / "images"
     images.mkdir()
-    records = ("START|version=1", "TEST|virtio-blk|PASS", "TEST|virtio-net|PASS", "TEST|virtio-snd|PASS",
-               "RESULT|PASS")
+    records = ("START|version=1", "TEST|virtio-blk|PASS", "TEST|virtio-net-udp|PASS", "TEST|virtio-net|PASS",
+               "TEST|virtio-snd|PASS", "RESULT|PASS")
     disk = images / "quiet.img"
     disk.write_bytes(build_image(b"".join(f"AERO_VIRTIO_SELFTEST|{r}\r\n".encode() for r in records)))
     out = tmp_path / "out"
     proc = launcher("--disk-image", str(disk), "--out-dir", str(out), "--timeout-seconds", "120", "--accel", "tcg",
-                    "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
+                    "--virtio-transitional", "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
     assert proc.returncode == 4, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1].startswith("FAIL: AUDIO_SILENT: guest passed but the capture is silent")
     results = json.loads((out / "results.json").read_text())
