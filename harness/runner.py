@@ -85,7 +85,7 @@ class Prepared:
         return QemuSpec(
             qemu=self.qemu.path, accel=accel, memory_mb=opts.memory_mb, smp=opts.smp,  # type: ignore[arg-type]
             serial_socket=runtime_dir / "com1.sock", qmp_socket=runtime_dir / "qmp.sock", devices=self.devices,
-            written=written or {}, paused=opts.pci_preflight, extra=opts.qemu_extra)
+            written=written or {}, paused=True, extra=opts.qemu_extra)
 
 
 def output_files(opts: RunOptions, disk: GuestDisk | None) -> list[tuple[str, Path]]:
@@ -303,7 +303,7 @@ class Session:
                     services.enter_context(device.services(devices.board))
                 if self._interrupted.done():
                     raise InterruptedRun(f"stopped {self._interrupted.result()} before QEMU started")
-                verdict = await self._boot_and_watch(runtime_dir)
+                verdict = await self._boot_and_watch(runtime_dir, written)
         finally:
             shutil.rmtree(runtime_dir, ignore_errors=True)
             for final, partial in written.items():
@@ -409,18 +409,24 @@ class Session:
             self.end_run(Verdict("INFRA", ExitCode.INFRA, f"host action {record.reaction} failed: "
                                                           f"{type(error).__name__}: {error}"))
 
-    async def _preflight(self, machine: QemuMachine) -> None:
-        """Look at the machine before the guest runs: the virtio functions must be what the layout wants."""
+    async def _start_guest(self, machine: QemuMachine, written: dict[Path, Path]) -> None:
+        """Look at the machine before the guest runs (the virtio functions must be what the layout
+        wants), send the families' startup commands, then let the guest run."""
         devices = self.prepared.devices
-        if not self.opts.pci_preflight:
-            return
-        started = time.monotonic()
-        answer = await machine.execute("query-pci")
-        found = preflight.functions(answer)  # type: ignore[arg-type]
-        self.extra["pci"] = [f.to_json() for f in preflight.virtio(found)]
-        preflight.check(found, devices.pci(), devices.board.layout.value)
-        await machine.execute("cont")
-        self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
+        if self.opts.pci_preflight:
+            started = time.monotonic()
+            answer = await machine.execute("query-pci")
+            found = preflight.functions(answer)  # type: ignore[arg-type]
+            self.extra["pci"] = [f.to_json() for f in preflight.virtio(found)]
+            preflight.check(found, devices.pci(), devices.board.layout.value)
+            self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
+        for command, arguments in devices.startup_commands(written):
+            reply = await machine.execute(command, arguments)
+            # An HMP command reports its failure as text, not as a QMP error.
+            if command == "human-monitor-command" and isinstance(reply, str) and reply.strip():
+                raise InfraError(f"QEMU refused {arguments.get('command-line')!r}: {reply.strip()}")
+            log.debug("QMP %s %s -> %s", command, arguments, reply)
+        await machine.execute("cont")  # QEMU started paused (-S)
 
     def _guest_running(self, now: float) -> None:
         """The guest's CPUs run from here (after the preflight's ``cont``, or from QEMU's start without it)."""
@@ -441,7 +447,7 @@ class Session:
             return
         self.extra["pci"] = [f.to_json() for f in preflight.virtio(preflight.functions(answer))]  # type: ignore[arg-type]
 
-    async def _boot_and_watch(self, runtime_dir: Path) -> Verdict:
+    async def _boot_and_watch(self, runtime_dir: Path, written: dict[Path, Path]) -> Verdict:
         opts = self.opts
         self._result_event = asyncio.Event()
         self._reactions: list[Reaction] = self.prepared.devices.reactions()
@@ -470,7 +476,7 @@ class Session:
             self.extra["qemu_pid"] = machine.proc.pid if machine.proc else None
             machine.watch_events(self._on_qmp_event)
             try:
-                await self._interruptible(self._preflight(machine), "during the PCI preflight")
+                await self._interruptible(self._start_guest(machine, written), "during the PCI preflight")
             except HarnessError as err:
                 return Verdict(err.token, err.exit_code, err.detail)
             self._guest_running(time.monotonic())

@@ -105,6 +105,10 @@ def test_a_root_caller_hands_the_output_folder_to_the_images_user(tmp_path: Path
         (out / "mine.txt").write_text("not the harness's")
         _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
         plan, paths = mounts.plan_run(cli.build_parser("run"), args)
+        images.chmod(0o700)
+        with pytest.raises(UsageError, match=f"the folder {images} is not searchable by the container's user"):
+            mounts.hand_over(plan, paths, mounts.IMAGE_USER)
+        images.chmod(0o755)
         disk.chmod(0o600)
         with pytest.raises(UsageError, match="not readable by the container's user"):
             mounts.hand_over(plan, paths, mounts.IMAGE_USER)

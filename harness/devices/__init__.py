@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from harness.devices.base import Board, Device, ExpectedFunction, Layout, Output
 from harness.devices.blk import Blk
@@ -67,6 +67,9 @@ class DeviceSet:
 
     def qemu_args(self, written: Mapping[Path, Path]) -> list[str]:
         return [arg for d in self.attached() for arg in d.qemu_args(self.board, written)]
+
+    def startup_commands(self, written: Mapping[Path, Path]) -> list[tuple[str, dict[str, Any]]]:
+        return [c for d in self.attached() for c in d.startup_commands(self.board, written)]
 
     def pci(self) -> list[ExpectedFunction]:
         return [f for d in self.attached() for f in d.pci(self.board)]

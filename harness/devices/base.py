@@ -114,6 +114,10 @@ class Device:
         name, renamed onto the real one once QEMU ended, so nothing planted there is written through."""
         return []
 
+    def startup_commands(self, board: Board, written: Mapping[Path, Path]) -> list[tuple[str, dict[str, Any]]]:
+        """QMP commands (name, arguments) to send once QEMU is up and before the guest runs."""
+        return []
+
     def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:
         """The family's QEMU arguments; ``written`` maps each of ``qemu_outputs`` to where QEMU writes it."""
         raise NotImplementedError

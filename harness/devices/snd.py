@@ -1,6 +1,12 @@
 """virtio-snd: QEMU's virtio-sound-pci (8.2 and later; modern-only, 1AF4:1059), attached with
 --enable-virtio-snd, and the capture check of its WAV output.
 
+The device's audio backend is always QEMU's ``none`` driver, which has both directions: the guest
+can play and record (silence), as its capture and duplex tests need. QEMU's ``wav`` driver has no
+input at all (the guest's capture fails on it), so ``--virtio-snd-audio-backend wav`` records the
+guest's output with QEMU's capture instead (HMP ``wavcapture`` on that audiodev, started before the
+guest runs); QEMU completes the WAV header when it quits.
+
 Without the flag the real guest still reports its sound tests (SKIP with no device); in the
 contract layout they must then be PASS or SKIP, and a FAIL fails the run. With the flag, playback,
 capture and duplex must each PASS, and a SKIP names its cause from the guest's own text lines.
@@ -34,6 +40,7 @@ from harness.rules import MarkerRule
 from harness.verdict import GuestReport, Rule, TestOutcome, Verdict, audio_silent_verdict
 
 QEMU_DEVICE = "virtio-sound-pci"
+CAPTURE_FORMAT = (48000, 16, 2)  # what the capture records: Hz, bits, channels (the guest plays 48 kHz)
 AUDIODEV_ID = "audio0"
 DEVICE_ID = "snd0"
 SND_ID = 0x1059
@@ -143,13 +150,17 @@ class Snd(Device):
         return [] if path is None else [path]
 
     def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:
-        path = self.capture_path(board.out_dir)
-        if path is not None:
-            audiodev = opts("wav", id=AUDIODEV_ID, path=written.get(path, path).absolute())
-        else:
-            audiodev = opts("none", id=AUDIODEV_ID)
-        return ["-audiodev", audiodev,
+        return ["-audiodev", opts("none", id=AUDIODEV_ID),
                 *self.device_arg(board, QEMU_DEVICE, {"audiodev": AUDIODEV_ID, "id": DEVICE_ID})]
+
+    def startup_commands(self, board: Board, written: Mapping[Path, Path]) -> list[tuple[str, dict[str, Any]]]:
+        path = self.capture_path(board.out_dir)
+        if path is None:
+            return []
+        target = str(written.get(path, path).absolute()).replace("\\", "\\\\").replace('"', '\\"')
+        rate, bits, channels = CAPTURE_FORMAT
+        return [("human-monitor-command",
+                 {"command-line": f'wavcapture "{target}" {AUDIODEV_ID} {rate} {bits} {channels}'})]
 
     def pci(self, board: Board) -> list[ExpectedFunction]:
         return [ExpectedFunction(DEVICE_ID, self.family, (SND_ID,))] if self.enabled else []

@@ -139,15 +139,19 @@ def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
 def _readable_by(path: Path, uid: int, gid: int) -> bool:
     """Whether ``uid:gid`` may read ``path`` once its folder is mounted (the folders above it on the
     host do not matter then: the engine mounts it)."""
+    return _permits(path, uid, gid, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+
+
+def _permits(path: Path, uid: int, gid: int, user_bit: int, group_bit: int, other_bit: int) -> bool:
     try:
         st = path.stat()
     except OSError:
         return False
     if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IRUSR)
+        return bool(st.st_mode & user_bit)
     if st.st_gid == gid:
-        return bool(st.st_mode & stat.S_IRGRP)
-    return bool(st.st_mode & stat.S_IROTH)
+        return bool(st.st_mode & group_bit)
+    return bool(st.st_mode & other_bit)
 
 
 def hand_over(plan: MountPlan, paths: dict[str, PurePosixPath], user: tuple[int, int]) -> None:
@@ -165,6 +169,10 @@ def hand_over(plan: MountPlan, paths: dict[str, PurePosixPath], user: tuple[int,
                     os.chown(path, uid, gid)
         elif mount.container == IMAGES_DIR and "disk_image" in paths:
             image = mount.host / paths["disk_image"].name
+            if not _permits(mount.host, uid, gid, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
+                raise UsageError(f"the folder {mount.host} is not searchable by the container's user (uid {uid}), "
+                                 "which a root caller's container runs as: make it searchable by others "
+                                 "(chmod o+x) or run aero-win7-docker as a normal user")
             if not _readable_by(image, uid, gid):
                 raise UsageError(f"the disk image {image} is not readable by the container's user (uid {uid}), "
                                  "which a root caller's container runs as: make it readable by others "
