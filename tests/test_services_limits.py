@@ -113,7 +113,8 @@ def test_a_huge_content_length_is_refused_before_reading(services: Services) -> 
     assert status == 413 and sent == 0
 
 
-def test_200_concurrent_4_mib_uploads_stay_under_100_mb(services: Services) -> None:
+def concurrent_uploads(services: Services, clients: int) -> tuple[list[int], int]:
+    """``clients`` uploads of 4 MiB at once: their answers, and the most threads the services ran."""
     statuses: list[int] = []
     lock = threading.Lock()
 
@@ -122,13 +123,18 @@ def test_200_concurrent_4_mib_uploads_stay_under_100_mb(services: Services) -> N
         with lock:
             statuses.append(status)
 
-    workers = [threading.Thread(target=upload) for _ in range(200)]
+    workers = [threading.Thread(target=upload) for _ in range(clients)]
     for worker in workers:
         worker.start()
     peak_threads = 0
     while any(w.is_alive() for w in workers):
         peak_threads = max(peak_threads, services.threads)
         time.sleep(0.01)
+    return statuses, peak_threads
+
+
+def test_200_concurrent_4_mib_uploads_stay_under_100_mb(services: Services) -> None:
+    statuses, peak_threads = concurrent_uploads(services, 200)
     assert len(statuses) == 200
     assert statuses.count(400) >= MAX_CONNECTIONS // 2  # served: the right size, the wrong content (zeros)
     assert services.peak_rss_mb < 100, services.peak_rss_mb

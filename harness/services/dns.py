@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 from harness.services.netlog import NetworkLog
+from harness.services.udp import bound_udp_socket
 
 GUEST_HOST = "10.0.2.2"
 DEFAULT_NAMES = ("host.lan", "gateway.lan", "dns.lan")
@@ -55,12 +56,7 @@ class NameTable:
 
 class DnsResponder:
     def __init__(self, host: str, port: int, table: NameTable, network_log: NetworkLog) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind((host, port))
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = bound_udp_socket(host, port)
         self.table = table
         self.network_log = network_log
         self.answered = 0

@@ -9,14 +9,20 @@ from harness.services.netlog import NetworkLog
 MAX_DATAGRAM = 2048
 
 
+def bound_udp_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to host:port (closed again when the bind fails)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class UdpEcho:
     def __init__(self, host: str, port: int, network_log: NetworkLog) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self.sock.bind((host, port))
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = bound_udp_socket(host, port)
         self.network_log = network_log
         self.datagrams = 0
 
