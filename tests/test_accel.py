@@ -38,6 +38,25 @@ def test_accel_kvm_fails_fast_with_infra_where_kvm_cannot_run_guests(make_guest,
         assert not (run.out_dir / "serial.log").exists()
 
 
+def test_the_kvm_probe_runs_inside_the_runs_own_network(make_guest, tmp_path: Path, kvm: tuple[bool, str]) -> None:
+    """Isolation comes first (before any thread); the probe (not its cache) then runs in the namespace."""
+    import subprocess
+
+    from tests.conftest import harness_argv
+
+    proc = subprocess.run(harness_argv("--disk-image", make_guest(lines(*PASSING)), "--accel", "kvm",
+                                       "--network-isolation", "on", "--timeout-seconds", "60",
+                                       "--out-dir", tmp_path / "out"),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "AERO_KVM_PROBE_CACHE": "0"})
+    if kvm[0]:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    else:  # the same answer as the probe outside the namespace, for the same reason
+        assert proc.returncode == 6, proc.stdout + proc.stderr
+        assert proc.stdout.splitlines()[-1] == ("FAIL: INFRA: --accel kvm was asked for but KVM cannot run guests "
+                                                f"here: {kvm[1].removesuffix(' (cached for this boot)')}")
+
+
 def test_accel_auto_falls_back_to_tcg_with_one_warning(make_guest, run_harness: Run,
                                                        kvm: tuple[bool, str]) -> None:
     run = run_harness("--disk-image", make_guest(lines(*PASSING)), "--accel", "auto", "--timeout-seconds", "60")
