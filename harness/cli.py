@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, str] = {
     "selfcheck": "harness.commands.selfcheck",
     "provision": "harness.commands.provision",
     "install": "harness.commands.install",
+    "matrix": "harness.commands.matrix",
+    "merge": "harness.commands.merge",
 }
 DEFAULT_SUBCOMMAND = "run"
 
