@@ -18,6 +18,7 @@ from harness.textsafe import visible, visible_lines
 from harness.verdict import GuestReport, Verdict
 
 SUITE_NAME = "aero-virtio-selftest"
+FINAL = tuple(s.value for s in Status if s.is_final)  # PASS, FAIL, SKIP
 
 
 @dataclass
@@ -32,6 +33,7 @@ class RunRecord:
     qemu_argv: list[str]
     duration_s: float
     extra: dict[str, Any] = field(default_factory=dict)  # timing, audio, disk, artifacts...
+    skip_allowed: tuple[str, ...] = ()  # required markers for which the guest's SKIP is fine too
 
 
 def results_document(run: RunRecord) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def results_document(run: RunRecord) -> dict[str, Any]:
         "detail": run.verdict.detail,
         "tests": {name: outcome.to_json() for name, outcome in run.report.tests.items()},
         "required_tests": list(run.required),
+        "skip_allowed": list(run.skip_allowed),
         "guest": {"started": run.report.started, "config": run.report.config, "result": run.report.result},
         "accel": run.accel,
         "qemu": {"version": run.qemu_version, "argv": run.qemu_argv},
@@ -57,22 +60,27 @@ def write_results(run: RunRecord, out_dir: Path) -> Path:
     return path
 
 
+def test_result(shown: str, status: str, detail: str, required: bool, skip_allowed: bool) -> list[Any]:
+    """The junit result of one guest test (nothing: it passed): a FAIL fails; a SKIP is skipped, or
+    fails when the run requires the test to PASS; a test the run requires that never reached a final
+    status fails; an informational one (INFO only) passes. Shared by junit.xml and the fleet's merge."""
+    if status == "FAIL":
+        return [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", f"{token_base(shown)}_FAILED")]
+    if status == "SKIP":
+        if required and not skip_allowed:
+            return [Failure(f"required test skipped{': ' + detail if detail else ''}", f"{token_base(shown)}_SKIPPED")]
+        return [Skipped(detail or "skipped by the guest")]
+    if status not in FINAL and required:
+        return [Failure(f"no final status (last: {status})", f"MISSING_{token_base(shown)}")]
+    return []
+
+
 def _case_for_test(name: str, run: RunRecord) -> TestCase:
     outcome = run.report.tests[name]
     shown = visible(name)  # guest text: XML 1.0 cannot carry control characters, a reader must see them
     case = TestCase(shown, classname=SUITE_NAME)
     detail = visible(outcome.reason or " ".join(f"{k}={v}" for k, v in outcome.fields.items()))
-    required = name in run.required
-    if outcome.status is Status.FAIL:
-        case.result = [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", f"{token_base(shown)}_FAILED")]
-    elif outcome.status is Status.SKIP:
-        if required:
-            case.result = [Failure(f"required test skipped{': ' + detail if detail else ''}",
-                                   f"{token_base(shown)}_SKIPPED")]
-        else:
-            case.result = [Skipped(detail or "skipped by the guest")]
-    elif not outcome.status.is_final:
-        case.result = [Failure(f"no final status (last: {outcome.status.value})", f"MISSING_{token_base(shown)}")]
+    case.result = test_result(shown, outcome.status.value, detail, name in run.required, name in run.skip_allowed)
     case.system_out = visible_lines("\n".join([f"status={outcome.status.value}",
                                                 *(f"{k}={v}" for k, v in outcome.fields.items()), *outcome.notes]))
     return case

@@ -17,14 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.textsafe import visible
 from harness.timeline import phase_label
 
 TITLE = "Win7 virtio harness"
 
 
 def _cell(value: object) -> str:
-    """Text for one Markdown table cell: HTML-escaped, pipes escaped, on one line."""
-    return html.escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
+    """Text for one Markdown table cell: control bytes shown as \\xNN, HTML-escaped, pipes escaped, on one line."""
+    return html.escape(visible(" ".join(str(value).split())), quote=False).replace("|", "\\|")
 
 
 def _fields(outcome: Mapping[str, Any]) -> str:

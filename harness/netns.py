@@ -41,7 +41,9 @@ log = get_logger("netns")
 
 
 def in_container() -> bool:
-    return any(marker.exists() for marker in CONTAINER_MARKERS)
+    """Docker and Podman leave a marker file; a Kubernetes pod (containerd, CRI-O) has the service
+    environment the kubelet sets in every container."""
+    return any(marker.exists() for marker in CONTAINER_MARKERS) or "KUBERNETES_SERVICE_HOST" in os.environ
 
 
 @dataclass(frozen=True)

@@ -570,6 +570,7 @@ class Session:
             self.extra["timeline"] = self.timeline.to_json()
         record = RunRecord(verdict=verdict, report=self.report,
                            required=tuple(self.prepared.devices.required_markers()),
+                           skip_allowed=tuple(self.prepared.devices.skip_allowed()),
                            accel=self.accel,
                            qemu_version=self.prepared.qemu.version_text, qemu_argv=self.argv, duration_s=duration,
                            extra=self.extra)

@@ -72,3 +72,21 @@ def test_a_failing_test_whose_name_holds_control_characters_is_still_valid_xml(t
     failure = cases["evil\\x1b]52;c;aGk=\\x07\\x00name"].result[0]
     assert failure.message == "evil\\x1b]52;c;aGk=\\x07\\x00name FAIL: x=a\\x0cb"
     assert not list(tmp_path.glob(".junit.xml.*"))  # written to a temporary file and renamed into place
+
+
+def test_a_passing_contract_run_has_no_failing_testcase_for_info_markers_or_an_accepted_skip(tmp_path: Path) -> None:
+    """The real guest's INFO-only markers (virtio-pci, virtio-net-offload-csum) and a sound SKIP the
+    contract layout accepts pass in junit.xml as they do in the verdict."""
+    from tests.transcripts import transcript
+
+    report = report_of(transcript())
+    devices = device_set()
+    run = RunRecord(judge(report, devices.rules()), report, tuple(devices.required_markers()), "tcg", "7.2.22", [],
+                    1.0, skip_allowed=tuple(devices.skip_allowed()))
+    assert run.verdict.passed
+    suite = next(iter(JUnitXml.fromfile(str(write_junit(run, tmp_path)))))
+    failing = [case.name for case in suite if any(isinstance(r, Failure) for r in case.result)]
+    assert failing == []
+    snd = next(case for case in suite if case.name == "virtio-snd")
+    assert isinstance(snd.result[0], Skipped)
+    assert "virtio-snd" in json.loads(write_results(run, tmp_path).read_text())["skip_allowed"]

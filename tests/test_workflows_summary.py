@@ -51,6 +51,14 @@ def test_fail_names_token_exit_code_and_detail_and_escapes_guest_text(tmp_path: 
     assert "| virtio-net | FAIL | err=a\\|b &lt;script&gt;x&lt;/script&gt; next |" in lines
 
 
+def test_control_bytes_from_the_guest_are_shown_not_sent(tmp_path: Path) -> None:
+    doc = {"verdict": "FAIL", "token": "VIRTIO_NET_FAILED", "exit_code": 1, "detail": "a\x1b]52;c;aGk=\x07b",
+           "tests": {"virtio-net\x1b[2J": {"status": "FAIL", "fields": {"err": "x\x1b[31my"}}}}
+    text = summary(_results(tmp_path, doc))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "a\\x1b]52;c;aGk=\\x07b" in text and "| virtio-net\\x1b[2J | FAIL | err=x\\x1b[31my |" in text
+
+
 def test_no_tests_is_said_plainly(tmp_path: Path) -> None:
     doc = {"verdict": "FAIL", "token": "TIMEOUT", "exit_code": 5, "tests": {}}
     text = summary(_results(tmp_path, doc))

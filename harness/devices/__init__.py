@@ -101,6 +101,12 @@ class DeviceSet:
 
         return [r.marker for r in self.rules() if isinstance(r, MarkerRule)]
 
+    def skip_allowed(self) -> list[str]:
+        """The required markers for which the guest's SKIP passes too (sound without the flag)."""
+        from harness.rules import MarkerRule
+
+        return [r.marker for r in self.rules() if isinstance(r, MarkerRule) and r.accept_skip]
+
     def changes_a_pass_after_exit(self) -> bool:
         return any(d.changes_a_pass_after_exit(self.board) for d in self.devices)
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
+from junitparser import Error, Failure, JUnitXml, TestCase, TestSuite
 
 from harness import __version__
+from harness.artifacts import test_result
 from harness.errors import ExitCode, UsageError
 from harness.fleet import ranking
 from harness.fleet.record import now
@@ -40,7 +41,6 @@ from harness.textsafe import visible, visible_lines
 
 SUMMARY_MD = "summary.md"
 INDEX_HTML = "index.html"
-FINAL_STATUSES = ("PASS", "FAIL", "SKIP")
 
 
 @dataclass
@@ -150,20 +150,13 @@ def results_document(merged: Merged) -> dict[str, Any]:
 # -- junit.xml --------------------------------------------------------------------------------------
 
 
-def _testcase(case: str, name: str, outcome: Mapping[str, Any], required: bool) -> TestCase:
+def _testcase(case: str, name: str, outcome: Mapping[str, Any], required: bool, skip_allowed: bool) -> TestCase:
     shown = visible(name)
     test = TestCase(shown, classname=case)
     status = str(outcome.get("status", "?"))
     fields = _mapping(outcome.get("fields"))
     detail = visible(str(outcome.get("reason") or " ".join(f"{k}={v}" for k, v in fields.items())))
-    if status == "FAIL":
-        test.result = [Failure(f"{shown} FAIL{': ' + detail if detail else ''}", f"{token_base(shown)}_FAILED")]
-    elif status == "SKIP":
-        skipped = f"required test skipped{': ' + detail if detail else ''}"
-        test.result = [Failure(skipped, f"{token_base(shown)}_SKIPPED") if required
-                       else Skipped(detail or "skipped by the guest")]
-    elif status not in FINAL_STATUSES:
-        test.result = [Failure(f"no final status (last: {visible(status)})", f"MISSING_{token_base(shown)}")]
+    test.result = test_result(shown, visible(status), detail, required, skip_allowed)
     test.system_out = visible_lines(f"status={visible(status)}" + (f"\n{detail}" if detail else ""))
     return test
 
@@ -176,9 +169,10 @@ def _suite(outcome: RunOutcome) -> TestSuite:
     results = outcome.results or {}
     tests = _mapping(results.get("tests"))
     required = [str(r) for r in results.get("required_tests") or [] if isinstance(r, str)]
+    skip_allowed = {str(r) for r in results.get("skip_allowed") or [] if isinstance(r, str)}
     for name, test in tests.items():
         suite.add_testcase(_testcase(outcome.name, str(name), test if isinstance(test, Mapping) else {},
-                                     name in required))
+                                     name in required, name in skip_allowed))
     for name in required:
         if name not in tests:
             test = TestCase(visible(name), classname=outcome.name)
