@@ -119,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_guest:
         with tempfile.TemporaryDirectory(prefix="aero-bench-") as tmp:
+            os.chmod(tmp, 0o755)  # a root caller's container runs as the image's user, who must enter it
             figures["reference_guest"] = guest_runs(client, args.image, args.runs, Path(tmp))
     from harness import cli as harness_cli
 
     if "selfcheck" in harness_cli.SUBCOMMANDS:
-        figures["selfcheck"] = repeat(["docker", "run", "--rm", "--network", "none", args.image, "selfcheck",
+        figures["selfcheck"] = repeat(["docker", "run", "--rm", "--network", "none", "--dns", "127.0.0.1", args.image,
+                                       "selfcheck",
                                        "--accel", "tcg", "--out-dir", "/tmp/selfcheck"], args.runs)
     json.dump(figures, sys.stdout, indent=2)
     print(file=sys.stdout)

@@ -47,8 +47,12 @@ class ServiceEndpoints:
 def _start_dns(names: NameTable, network_log: NetworkLog, port: int) -> tuple[DnsResponder | None, str]:
     nameserver = first_nameserver()
     if nameserver is None or not nameserver.startswith("127."):
+        from harness.netns import in_container  # late: netns reads resolv.conf with this package's helper
+
+        fix = ("give the container --dns 127.0.0.1 (and --network none), as aero-win7-docker does" if in_container()
+               else "isolate the run, or use the container")
         return None, (f"the guest's name lookups go to {nameserver or 'no nameserver'} (this process's resolv.conf), "
-                      "not to the harness: they are not hermetic (isolate the run, or use the container)")
+                      f"not to the harness: they are not hermetic ({fix})")
     try:
         return DnsResponder(nameserver, port, names, network_log), f"answering on {nameserver}:{port}"
     except OSError as err:
