@@ -20,9 +20,14 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 def guarded(work: Callable[[], int]) -> int:
-    """Run ``work`` with SIGTERM handled like Ctrl-C (until an event loop installs its own
-    handlers) and every ending mapped to one stdout line and a contract exit code."""
+    """Run ``work`` with SIGINT and SIGTERM as an interrupt (until an event loop installs its own
+    handlers) and every ending mapped to one stdout line and a contract exit code.
+
+    SIGINT is set explicitly: a process started in the background of a non-interactive shell (a CI
+    step, ``nohup sh -c '... &'``) inherits it ignored, and a CI system's cancel or a deliberate
+    ``kill -INT`` must still stop the run and clean up."""
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         return work()
     except HarnessError as err:

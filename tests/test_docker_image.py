@@ -202,6 +202,37 @@ def test_sound_and_every_host_action_on_the_images_qemu(image: object, tmp_path:
 
 
 @pytest.mark.slow
+def test_without_the_host_the_guests_host_coordinated_tests_fail_at_their_deadline_on_the_images_qemu(
+        reference_guest: Path, tmp_path: Path) -> None:
+    """The image asks for the tests (fw_cfg here, provisioning on Windows); the run has no --with flags."""
+    out = tmp_path / "out"
+    words = "--test-input-events --test-net-link-flap --test-blk-resize --host-wait-sec 3"
+    proc = launcher("--disk-image", str(reference_guest), "--out-dir", str(out), "--timeout-seconds", "300",
+                    "--", "-fw_cfg", f"name=opt/org.aero/selftest-args,string={words}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("FAIL: SELFTEST_FAILED: guest reported AERO_VIRTIO_SELFTEST|RESULT|FAIL")
+    tests = json.loads((out / "results.json").read_text())["tests"]
+    for name in ("virtio-blk-resize", "virtio-input-events"):
+        assert (tests[name]["status"], tests[name]["fields"]["reason"]) == ("FAIL", "timeout"), name
+    assert tests["virtio-net-link-flap"]["fields"]["reason"] == "timeout_waiting_link_down"
+
+
+def test_a_host_action_the_images_qemu_refuses_is_its_qmp_token(image: object, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    images.chmod(0o755)
+    disk = images / "ready.img"
+    disk.write_bytes(build_image(b"AERO_VIRTIO_SELFTEST|START|version=1\r\n"
+                                 b"AERO_VIRTIO_SELFTEST|TEST|virtio-blk-resize|READY|disk=0|old_bytes=1048576\r\n"))
+    disk.chmod(0o644)
+    proc = launcher("--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--accel", "tcg",
+                    "--timeout-seconds", "60", "--with-blk-resize", "--", "-set", "drive.disk0.readonly=on")
+    assert proc.returncode == 6, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == ("FAIL: QMP_BLK_RESIZE_FAILED: QEMU refused block_resize {'device': "
+                                            "'disk0', 'size': 68157440}: GenericError: Image is read-only")
+
+
+@pytest.mark.slow
 def test_pass_from_a_read_only_image_leaves_it_unchanged(reference_guest: Path, tmp_path: Path) -> None:
     before = sha256(reference_guest)
     out = tmp_path / "out"

@@ -174,11 +174,17 @@ def test_no_container_is_left_behind(engine: docker.DockerClient, fake_image: st
     assert after <= before
 
 
+def _sigint_ignored() -> None:
+    """What a background job of a non-interactive shell inherits: the launcher must still stop on SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_ctrl_c_stops_and_removes_the_container(engine: docker.DockerClient, fake_image: str,
                                                tmp_path: Path, disk: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
                              "--disk-image", str(disk), "--out-dir", str(tmp_path / "out"), "--http-path", "/sleep"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_ignored)  # as in the background of a CI shell
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "sleeping"  # the container is running
