@@ -14,19 +14,20 @@ the run, and a second run is refused naming the holder.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fcntl
 import os
 import socket
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, overload
 
-from harness.errors import InfraError, UsageError
+from harness.errors import HarnessError, InfraError, UsageError
 
 SERIAL_LOG = "serial.log"
 HARNESS_LOG = "harness.log"
@@ -47,7 +48,15 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 
 def output_path(value: str) -> Path:
     """argparse ``type=`` of a flag that names a file the run writes (the launcher maps these into
-    its output folder)."""
+    its output folder). An empty value would be the current folder: refused."""
+    return path_arg(value)
+
+
+def path_arg(value: str) -> Path:
+    """argparse ``type=`` of every path flag: ``""`` is a mistake (an unset variable in a script),
+    not the current folder, which ``Path("")`` would silently be."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (give a file or folder, or leave the flag out)")
     return Path(value)
 
 
@@ -181,6 +190,35 @@ def clear_stale(out_dir: Path, extra: Iterable[Path] = ()) -> list[str]:
             continue
         removed.append(path.name)
     return removed
+
+
+def discard_reports(out_dir: Path) -> None:
+    """A run refused for bad input leaves no earlier verdict behind to be taken for its own (a CI
+    step reading results.json), unless another run owns the folder; never raises."""
+    try:
+        if not out_dir.is_dir():
+            return
+        with lock_out_dir(out_dir):
+            for name, signature in _REPORT_SIGNATURES.items():
+                path = out_dir / name
+                # Only what is recognisably an earlier report: the refusal may be about a file that
+                # merely has a report's name (the disk image kept as results.json), or a planted link.
+                if path.is_file() and not path.is_symlink() and signature(_head(path)):
+                    path.unlink()
+    except (OSError, HarnessError):
+        return
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(512)
+
+
+_REPORT_SIGNATURES: dict[str, Callable[[bytes], bool]] = {
+    RESULTS: lambda head: head.startswith(b'{\n  "verdict": '),
+    JUNIT: lambda head: head.startswith(b"<?xml") and b"<testsuites" in head,
+    REPORT_HTML: lambda head: head.startswith(b"<!DOCTYPE html>") and b"aero-win7-harness</title>" in head,
+}
 
 
 def unwritable_out_dir(out_dir: Path, err: OSError) -> UsageError:

@@ -40,6 +40,7 @@ from harness.outputs import (
     Protected,
     check_outputs,
     clear_stale,
+    discard_reports,
     lock_out_dir,
     partial_file,
     unwritable_out_dir,
@@ -98,8 +99,13 @@ def output_files(opts: RunOptions, disk: GuestDisk | None) -> list[tuple[str, Pa
     if disk is not None and disk.mode is WriteMode.OVERLAY:
         names.append(OVERLAY)
     files += [("--out-dir", out / name) for name in names]
-    if not out.is_dir():  # created by the run: nothing can be in the way inside it
-        files = [(flag, path) for flag, path in files if not path.is_relative_to(out)]
+    if not out.is_dir():
+        # The run creates the folder, so nothing can be in the way of a file directly in it. Which
+        # files those are is decided on the resolved paths, not the spelling: ``new/../disk.img``
+        # is not in ``new``, and is checked like any other path (it is the image once ``new``
+        # exists). A file deeper in the new folder is checked too, and refused: its folder is missing.
+        new_dir = Path(os.path.realpath(out))
+        files = [(flag, path) for flag, path in files if Path(os.path.realpath(path)).parent != new_dir]
     return files
 
 
@@ -140,10 +146,17 @@ def run(opts: RunOptions) -> int:
     """Run the harness; prints the verdict line last and returns the exit code."""
     began = time.monotonic()
     setup_console(opts.log_format, logging.WARNING if opts.quiet else logging.INFO)
-    # First of all: a new namespace is refused to a process that runs threads, and preparing starts some.
+    # Bad input is refused first, whatever the isolation can do here; preparing runs only
+    # subprocesses, so the process still has one thread, which a new namespace requires.
+    try:
+        prepared = prepare(opts)
+    except UsageError:
+        if not opts.dry_run:
+            discard_reports(opts.out_dir)
+        raise
+    isolating = time.monotonic()
     isolation = Isolation(False, "--dry-run") if opts.dry_run else isolate(opts.network_isolation)
-    isolation_ms = round((time.monotonic() - began) * 1000, 3)
-    prepared = prepare(opts)
+    isolation_ms = round((time.monotonic() - isolating) * 1000, 3)
     if opts.dry_run:
         if opts.accel == "auto":
             log.info("--dry-run with --accel auto: KVM is not probed; the command lists QEMU's own fallback")
@@ -195,7 +208,9 @@ class Session:
             restore = _watch_stdin(self._stop, restore)
         try:
             with lock_out_dir(opts.out_dir):
-                removed = clear_stale(opts.out_dir)
+                # QEMU's own outputs (the WAV capture) go too: an empty new capture must not leave the
+                # previous run's sound to be analysed.
+                removed = clear_stale(opts.out_dir, self.prepared.devices.qemu_outputs())
                 try:
                     handler = add_file_log(opts.out_dir / HARNESS_LOG)
                 except OSError as err:
@@ -595,10 +610,14 @@ def _settle(partial: Path, final: Path) -> None:
     try:
         if partial.exists() and partial.stat().st_size > 0:
             os.replace(partial, final)
-        else:
-            partial.unlink(missing_ok=True)
+            return
+        partial.unlink(missing_ok=True)
     except OSError as err:
         log.warning("the capture could not be moved to %s: %s", final, err)
+    try:  # whatever is at the final name is not this run's capture
+        final.unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("an earlier capture could not be removed from %s: %s", final, err)
 
 
 def _disk_error_verdict(data: dict[str, Any], disk: GuestDisk) -> Verdict:

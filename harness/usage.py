@@ -23,7 +23,7 @@ class UsageParser(argparse.ArgumentParser):
             message += " (QEMU arguments go after --, e.g. -- -device virtio-rng-pci)"
         if self.quiet:
             raise UsageError(message)
-        self.print_usage(sys.stderr)
+        print(f"{self.prog}: see {self.prog} --help for every flag", file=sys.stderr, flush=True)
         print(f"FAIL: USAGE: {message}", flush=True)
         raise SystemExit(ExitCode.USAGE)
 

@@ -5,6 +5,7 @@ Each test stands for a finding of the audit (issue "Hardening"): it failed befor
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -70,6 +71,38 @@ def test_a_wav_path_that_is_the_image_is_refused_before_anything_else(make_guest
     usage(run_harness("--disk-image", image, *TCG, "--enable-virtio-snd", "--virtio-snd-audio-backend", "wav",
                       "--virtio-snd-wav-path", image), "--virtio-snd-wav-path is the disk image")
     assert image.exists() and sha256(image) == before
+
+
+@pytest.mark.parametrize("flag", ["--serial-log", "--http-log"])
+def test_an_output_through_a_new_out_dir_back_onto_the_image_is_refused(make_guest, run_harness: Run, tmp_path: Path,
+                                                                        flag: str) -> None:
+    """``new/../disk.img`` names the image once the run has made ``new``: it is checked as the path it is."""
+    image = make_guest(lines(*PASSING))
+    before = sha256(image)
+    out = tmp_path / "new"
+    run = run_harness("--disk-image", image, *TCG, flag, out / ".." / image.name, out_dir=out)
+    usage(run, f"{flag}: directory does not exist")
+    assert sha256(image) == before and not out.exists()
+
+
+def test_an_output_deeper_in_a_new_out_dir_is_a_usage_error(make_guest, run_harness: Run, tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    run = run_harness("--disk-image", make_guest(lines(*PASSING)), *TCG, "--serial-log", out / "sub" / "s.log",
+                      out_dir=out)
+    usage(run, f"--serial-log: directory does not exist: {out / 'sub'}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--out-dir", "--disk-image", "--serial-log", "--http-log"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(make_guest, tmp_path: Path, flag: str) -> None:
+    image = make_guest(lines(*PASSING))
+    args = ["--disk-image", image, *TCG, flag, ""] if flag != "--disk-image" else ["--disk-image", "", *TCG]
+    proc = subprocess.run(harness_argv(*args), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"FAIL: USAGE: argument {flag}: an empty path (give a file or folder, "
+                                        "or leave the flag out)"]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.img"]  # nothing written into the cwd
 
 
 def test_a_hard_link_of_the_image_is_the_image(make_guest, run_harness: Run, tmp_path: Path) -> None:
@@ -187,6 +220,43 @@ def test_a_run_killed_outright_leaves_no_earlier_verdict_behind(make_guest, run_
     proc.communicate(timeout=30)
     assert not (out / "results.json").exists() and not (out / "junit.xml").exists()
     wait_for(lambda: not Path(f"/proc/{qemu_pid}").exists(), timeout=10)  # it dies with the harness
+
+
+def test_a_run_refused_for_bad_input_leaves_no_earlier_verdict_behind(make_guest, run_harness: Run,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    image = make_guest(lines(*PASSING))
+    assert run_harness("--disk-image", image, *TCG, out_dir=out).returncode == 0
+    assert json.loads((out / "results.json").read_text())["verdict"] == "PASS"
+    run = run_harness("--disk-image", tmp_path / "missing.img", *TCG, out_dir=out)
+    assert run.returncode == 2 and run.last_line == f"FAIL: USAGE: disk image not found: {tmp_path / 'missing.img'}"
+    assert not any((out / name).exists() for name in ("results.json", "junit.xml", "report.html"))
+    assert (out / "serial.log").exists()  # the logs stay until a run replaces them
+
+
+def test_a_run_refused_for_bad_input_leaves_a_running_runs_reports_alone(make_guest, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"verdict": "PASS"}')
+    with open(out / ".aero-win7-harness.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.run(harness_argv("--disk-image", tmp_path / "missing.img", "--out-dir", out),
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert (out / "results.json").read_text() == '{"verdict": "PASS"}'
+
+
+def test_an_earlier_capture_never_stands_in_for_this_runs(tmp_path: Path) -> None:
+    from harness.outputs import clear_stale
+    from harness.runner import _settle
+
+    final, partial = tmp_path / "virtio-snd.wav", tmp_path / ".virtio-snd.wav.x.partial"
+    final.write_bytes(b"RIFF old sound")
+    partial.write_bytes(b"")  # QEMU captured nothing this time
+    _settle(partial, final)
+    assert not final.exists() and not partial.exists()
+    final.write_bytes(b"RIFF old sound")
+    assert clear_stale(tmp_path, [final]) == ["virtio-snd.wav"] and not final.exists()
 
 
 # --- signals and leftovers --------------------------------------------------------------------------

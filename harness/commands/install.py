@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness.devices import Layout
 from harness.errors import InfraError
 from harness.install import InstallRequest, create_disk, plan_install, run_vm, steps
+from harness.outputs import path_arg
 from harness.qemu.accel import choose_accel
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM, probe_qemu
 from harness.qemu.cmdline import render
@@ -17,10 +17,10 @@ HELP = "start an interactive Windows 7 install in QEMU with the virtio disk, the
 
 def configure(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("media")
-    m.add_argument("--win7-iso", type=Path, required=True, metavar="PATH", help="your Windows 7 installation ISO")
-    m.add_argument("--provisioning-iso", type=Path, default=None, metavar="PATH",
+    m.add_argument("--win7-iso", type=path_arg, required=True, metavar="PATH", help="your Windows 7 installation ISO")
+    m.add_argument("--provisioning-iso", type=path_arg, default=None, metavar="PATH",
                    help="the ISO made by 'aero-win7-harness provision' (drivers for Setup, provision.cmd)")
-    m.add_argument("--disk-image", type=Path, required=True, metavar="PATH",
+    m.add_argument("--disk-image", type=path_arg, required=True, metavar="PATH",
                    help="the disk Windows is installed onto (attached as virtio-blk)")
     m.add_argument("--create-disk", action="store_true",
                    help="create --disk-image first (qemu-img create -f qcow2); it must not exist")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import __version__
 from harness.logsetup import get_logger
+from harness.outputs import path_arg
 from harness.provision import layout
 from harness.provision.flags import SWITCHES, SelftestOptions
 from harness.provision.infs import DEFAULT_INFS, TRANSITIONAL_SND_INF, InfSelection
@@ -35,9 +36,9 @@ def _port(text: str) -> int:
 
 def _content(parser: argparse.ArgumentParser) -> None:
     i = parser.add_argument_group("content")
-    i.add_argument("--selftest-exe", "--selftest-exe-path", dest="selftest_exe", type=Path, required=True,
+    i.add_argument("--selftest-exe", "--selftest-exe-path", dest="selftest_exe", type=path_arg, required=True,
                    metavar="PATH", help=f"the guest selftest; lands on the media as {layout.on_media(layout.SELFTEST)}")
-    i.add_argument("--drivers-dir", type=Path, required=True, metavar="DIR",
+    i.add_argument("--drivers-dir", type=path_arg, required=True, metavar="DIR",
                    help="folder of driver packages (INF, SYS, CAT...); copied whole, the chosen INFs are installed")
     i.add_argument("--inf-allow-list", nargs="+", action="extend", default=None, metavar="INF",
                    help="install these INFs, in this order: file names, or paths relative to --drivers-dir when "
@@ -78,9 +79,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _baked(parser)
     _steps(parser)
     o = parser.add_argument_group("output (without either, the ISO goes to ./" + layout.DEFAULT_ISO_NAME + ")")
-    o.add_argument("--output-iso", "--output-iso-path", dest="output_iso", type=Path, default=None, metavar="PATH",
+    o.add_argument("--output-iso", "--output-iso-path", dest="output_iso", type=path_arg, default=None, metavar="PATH",
                    help="write the media as an ISO here")
-    o.add_argument("--output-dir", type=Path, default=None, metavar="DIR",
+    o.add_argument("--output-dir", type=path_arg, default=None, metavar="DIR",
                    help="write the media as plain files here (empty or earlier media)")
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness.devices import Layout
 from harness.devices import add_arguments as add_device_arguments
 from harness.options import OUT_DIR_ENV
-from harness.outputs import output_path
+from harness.outputs import output_path, path_arg
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 
 HELP = "boot a prepared image under QEMU and report the guest selftest's verdict (the default)"
@@ -19,7 +18,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
     g = parser.add_argument_group("guest and QEMU")
     g.add_argument("--qemu-system", default=DEFAULT_QEMU_SYSTEM, metavar="PATH",
                    help="QEMU system emulator, a name on PATH or a path (default: %(default)s)")
-    g.add_argument("--disk-image", type=Path, required=disk_required, metavar="PATH",
+    g.add_argument("--disk-image", type=path_arg, required=disk_required, metavar="PATH",
                    help="the prepared guest image (qcow2, raw, ...); it is never modified unless --write-to-image")
     g.add_argument("--snapshot", action="store_true",
                    help="let QEMU discard the guest's writes (snapshot=on) instead of keeping an overlay in --out-dir")
@@ -65,7 +64,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
     add_device_arguments(parser)
 
     o = parser.add_argument_group("output")
-    o.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+    o.add_argument("--out-dir", type=path_arg, default=None, metavar="DIR",
                    help=f"artifacts folder, created if missing (default: ${OUT_DIR_ENV} or ./out)")
     o.add_argument("--serial-log", type=output_path, default=None, metavar="PATH",
                    help="where COM1 is written (default: OUT_DIR/serial.log)")
