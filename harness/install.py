@@ -1,10 +1,12 @@
 """Windows 7 Setup under QEMU: the disk, the VM's command line, the user's steps, the launch.
 
-The VM has the device layout the tests use (contract by default: the modern-only virtio-blk disk and
-virtio-net NIC the Aero drivers bind, and the virtio keyboard and mouse; the device modules build
-their arguments, so an image installed here boots in the runs), plus two IDE CD-ROMs: the user's
-Windows 7 ISO (booted first, while the disk is empty) and the provisioning ISO
-(``aero-win7-harness provision``) that holds the storage driver Setup needs to see the disk.
+The VM has the disk and NIC of the layout the tests use (contract by default: the modern-only
+virtio-blk disk and virtio-net NIC the Aero drivers bind; the device modules build their arguments,
+so an image installed here boots in the runs), plus two IDE CD-ROMs: the user's Windows 7 ISO
+(booted first, while the disk is empty) and the provisioning ISO (``aero-win7-harness provision``)
+that holds the storage driver Setup needs to see the disk. As upstream's installer, it attaches no
+virtio keyboard or mouse: Setup has no driver for them, and bound to the display they would take
+its keyboard and mouse input; Setup is driven with the PS/2 keyboard and the USB tablet instead.
 Setup is interactive, so the display defaults to VNC; inside a container VNC listens on all the
 container's addresses so that a published port reaches it.
 """
@@ -25,7 +27,6 @@ from typing import Literal
 from harness.devices import Board, Layout
 from harness.devices.base import DISPLAY
 from harness.devices.blk import Blk
-from harness.devices.input import Input
 from harness.devices.net import Net
 from harness.disk import GuestDisk, WriteMode
 from harness.errors import InfraError, InterruptedRun, UsageError
@@ -117,11 +118,11 @@ def _accel_args(accel: AccelChoice) -> list[str]:
 def _qemu_argv(qemu: str, request: InstallRequest, disk_format: str, display: str) -> list[str]:
     board = Board(layout=request.layout, caps=capabilities(qemu), out_dir=Path("."),
                   disk=GuestDisk(request.disk_image, disk_format, snapshot=False, mode=WriteMode.IN_PLACE))
-    devices = [Blk(bootindex=1), Input(), Net()]  # Setup boots the CD first, then the installed disk
+    devices = [Blk(bootindex=1), Net()]  # Setup boots the CD first, then the installed disk
     argv = [
         qemu, "-name", "aero-win7-install", "-machine", "pc", *_accel_args(request.accel),
         "-m", str(request.memory_mb), "-smp", str(request.smp), "-rtc", "base=localtime",
-        "-vga", "none", "-device", opts("VGA", id=DISPLAY),  # the display the virtio keyboard and mouse follow
+        "-vga", "none", "-device", opts("VGA", id=DISPLAY),  # the runs' primary display
         *[arg for device in devices if device.attached(board) for arg in device.qemu_args(board, {})],
         "-drive", opts(None, {"if": "none", "id": "win7-setup", "media": "cdrom", "readonly": True,
                               "format": "raw", "file": request.win7_iso}),
