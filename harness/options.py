@@ -14,6 +14,7 @@ from harness.devices import Device, Layout, default_devices, devices_from_args
 from harness.errors import UsageError
 from harness.outputs import SERIAL_LOG, check_path_text
 
+MIN_PROGRESS_INTERVAL_S = 0.1  # ten console lines a second at most: a log, not a flood
 OUT_DIR_ENV = "AERO_OUT_DIR"  # the container sets it to /out
 
 
@@ -71,9 +72,9 @@ class RunOptions:
             raise UsageError("--snapshot and --write-to-image exclude each other")
         if self.raw_serial and not self.follow_serial:
             raise UsageError("--raw-serial needs --follow-serial")
-        if not math.isfinite(self.progress_interval_s) or not self.progress_interval_s > 0:
-            raise UsageError(f"--progress-interval must be a number of seconds greater than 0, "
-                             f"not {self.progress_interval_s:g}")
+        if not math.isfinite(self.progress_interval_s) or not self.progress_interval_s >= MIN_PROGRESS_INTERVAL_S:
+            raise UsageError(f"--progress-interval must be a number of seconds of at least "
+                             f"{MIN_PROGRESS_INTERVAL_S:g}, not {self.progress_interval_s:g}")
         if self.msix_vectors is not None:
             from harness.devices.base import MAX_VECTORS
 

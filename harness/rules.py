@@ -36,6 +36,7 @@ class MarkerRule:
     keys: tuple[str, ...] = ()  # the fields worth showing in the verdict line (all when empty)
     provision: str | None = None  # the guest flag that enables the test, for a SKIP|flag_not_set
     skip_cause: SkipCause | None = None  # names the cause of a SKIP from the guest's text lines
+    fail_hint: Callable[[GuestReport], str | None] | None = None  # what the run's flags have to do with a FAIL
 
     def evaluate(self, report: GuestReport) -> Failure | None:
         outcome = report.tests.get(self.marker)
@@ -45,7 +46,9 @@ class MarkerRule:
             return Failure(f"MISSING_{base}", f"RESULT|{report.result} without a final {self.marker} marker{last}; "
                                               f"required by {self.because}", NOT_REPORTED)
         if outcome.status is Status.FAIL:
-            return Failure(f"{base}_FAILED", describe(self.marker, outcome, self.keys), outcome.seq)
+            hint = self.fail_hint(report) if self.fail_hint else None
+            detail = describe(self.marker, outcome, self.keys) + (f"; {hint}" if hint else "")
+            return Failure(f"{base}_FAILED", detail, outcome.seq)
         if outcome.status is Status.SKIP and not self.accept_skip:
             cause = (self.skip_cause(report, outcome) if self.skip_cause else None) or outcome.why or "no reason given"
             hint = (f"; provision the guest with {self.provision}" if self.provision and FLAG_NOT_SET in cause

@@ -434,6 +434,11 @@ class Session:
             found = preflight.functions(answer)  # type: ignore[arg-type]
             self.extra["pci"] = [f.to_json() for f in preflight.virtio(found)]
             preflight.check(found, devices.pci(), devices.board.layout.value)
+            self._driver_notes = preflight.driver_notes(found, devices.pci())
+            if self._driver_notes:
+                self.extra["pci_notes"] = [n.to_json() for n in self._driver_notes]
+                for note in self._driver_notes:
+                    log.info("PCI note: %s", note.text)
             self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
         for command, arguments in devices.startup_commands(written):
             reply = await machine.execute(command, arguments)
@@ -442,6 +447,17 @@ class Session:
                 raise InfraError(f"QEMU refused {arguments.get('command-line')!r}: {reply.strip()}")
             log.debug("QMP %s %s -> %s", command, arguments, reply)
         await machine.execute("cont")  # QEMU started paused (-S)
+
+    def _explained(self, verdict: Verdict) -> Verdict:
+        """A failure that a PCI note explains (a driver that cannot start on QEMU's device model)
+        says so; a guest that said nothing at all is the typical case of a boot disk without driver."""
+        silent = verdict.token in ("QEMU_EXITED", "TIMEOUT")
+        hints = [note.text for note in self._driver_notes
+                 if verdict.token in note.explains and (not silent or not self.report.records)]
+        if verdict.passed or not hints:
+            return verdict
+        return Verdict(verdict.token, verdict.exit_code,
+                       f"{verdict.detail}; hint, if the guest runs the Aero drivers: {'; '.join(hints)}")
 
     def _guest_running(self, now: float) -> None:
         """The guest's CPUs run from here (after the preflight's ``cont``, or from QEMU's start without it)."""
@@ -468,6 +484,7 @@ class Session:
         self._reactions: list[Reaction] = self.prepared.devices.reactions()
         self._actions: dict[str, ActionLog] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._driver_notes: list[preflight.DriverNote] = []
         serial = SerialCapture(runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
                                follow=opts.follow_serial, raw=opts.raw_serial)
         await serial.start()
@@ -496,7 +513,7 @@ class Session:
                 return Verdict(err.token, err.exit_code, err.detail)
             self._guest_running(time.monotonic())
             progress.phase("QEMU up: firmware and boot")
-            verdict = await self._await_outcome(machine, serial, stderr_path)
+            verdict = self._explained(await self._await_outcome(machine, serial, stderr_path))
             serial.stop_following()
             if not verdict.passed and verdict.exit_code != ExitCode.INTERRUPTED and machine.running:
                 verdict = await self._screenshot(machine, runtime_dir, verdict)

@@ -150,7 +150,8 @@ def describe(name: str, outcome: TestOutcome, keys: Sequence[str] = ()) -> str:
     """``name STATUS (reason, key=value ...)`` for a verdict line."""
     # The fields worth knowing (all of them when none of those is there), and always the guest's error
     # code and, for a device its driver did not bind, the IDs it has and the ones the driver wants.
-    shown = [k for k in (*keys, "err", "pci_id", "rev", "expected") if k in outcome.fields] or list(outcome.fields)
+    shown = [k for k in dict.fromkeys((*keys, "err", "pci_id", "rev", "expected")) if k in outcome.fields]
+    shown = shown or list(outcome.fields)
     fields = [f"{k}={outcome.fields[k]}" for k in shown if k != "reason"]
     reason = outcome.why
     extra = ", ".join(([f"reason={reason}"] if reason else []) + fields)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.qemu.bootsector import Ending
 from tests.conftest import HarnessRun
 from tests.transcripts import P, as_bytes, transcript
 
@@ -52,6 +53,18 @@ def test_a_real_guests_passing_run_passes_and_the_pci_table_is_recorded(make_gue
     results = run.results()
     assert results["layout"] == "contract"
     assert results["timing"]["preflight_ms"] < 1000  # type: ignore[index]
+    # What QEMU cannot give the Aero drivers is recorded, and a passing verdict says nothing of it.
+    notes = {(n["qdev_id"], n["problem"]) for n in results["pci_notes"]}  # type: ignore[union-attr]
+    assert {("blk0", "registers_not_in_bar0"), ("nic0", "registers_not_in_bar0")} <= notes
+
+
+def test_a_guest_that_never_speaks_is_told_why_the_aero_boot_driver_cannot_start(make_guest, run_harness: Run
+                                                                                ) -> None:
+    run = run_harness("--disk-image", make_guest(b"", Ending.RESET), *TCG)  # a bugcheck under -no-reboot
+    assert run.returncode == 3 and run.last_line.startswith("FAIL: QEMU_EXITED: "), run.stdout
+    assert ("hint, if the guest runs the Aero drivers: virtio-blk (blk0) has no memory BAR0: QEMU puts the virtio "
+            "registers in BAR4") in run.last_line
+    assert "bugcheck 0x7B" in run.last_line
 
 
 def test_intx_only_takes_away_the_msix_table(make_guest, run_harness: Run, config: dict[str, str]) -> None:

@@ -38,6 +38,20 @@ class Layout(str, Enum):
 
 
 @dataclass(frozen=True)
+class DriverNeeds:
+    """What the family's Aero driver requires of its PCI function beyond the IDs, where QEMU may
+    not give it (contract v1 fixes more than QEMU builds). The harness cannot change QEMU's device
+    model: a mismatch becomes a note in results.json and, when the run fails in a way it explains,
+    a hint in the verdict line."""
+
+    registers_in_bar0: bool = False  # the driver accepts its virtio capabilities only in BAR0
+    subsystems: tuple[int, ...] = ()  # the subsystem IDs (vendor 1AF4) its INF binds; empty: any
+    remedy: str = ""  # what the user can do about a subsystem the INF does not bind
+    consequence: str = ""  # what a driver that does not start leads to ("Windows cannot read its boot disk")
+    explains: tuple[str, ...] = ()  # the verdict tokens such a mismatch leads to
+
+
+@dataclass(frozen=True)
 class ExpectedFunction:
     """A PCI function the layout puts in the machine: its ``-device`` id and the device IDs it may have."""
 
@@ -45,6 +59,7 @@ class ExpectedFunction:
     what: str  # "virtio-blk"
     device_ids: tuple[int, ...]
     vendor: int = VIRTIO_VENDOR
+    needs: DriverNeeds | None = None
 
     def describe_wanted(self) -> str:
         return " or ".join(f"{self.vendor:04x}:{d:04x}" for d in self.device_ids)

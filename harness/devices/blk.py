@@ -18,6 +18,7 @@ from harness.devices.base import (
     Board,
     ConfigCheck,
     Device,
+    DriverNeeds,
     ExpectedFunction,
     add_vectors_argument,
     flag,
@@ -37,6 +38,12 @@ DRIVE_ID = "disk0"  # the -drive id, also what QMP block_resize names
 DEVICE_ID = "blk0"
 CONTRACT_QUEUE_SIZE = 128
 CONTRACT_ID, TRANSITIONAL_ID = 0x1042, 0x1001
+# The Aero blk miniport (virtio_pci_modern_miniport.c at upstream HEAD) refuses virtio capabilities
+# outside BAR0, where contract v1 puts them; QEMU puts them in BAR4.
+AERO_DRIVER_NEEDS = DriverNeeds(
+    registers_in_bar0=True,
+    consequence="Windows cannot read its boot disk and stops with bugcheck 0x7B (a QEMU exit under -no-reboot)",
+    explains=("QEMU_EXITED", "TIMEOUT", "MISSING_VIRTIO_BLK", "VIRTIO_BLK_FAILED", "SELFTEST_FAILED"))
 DEFAULT_RESIZE_DELTA_MIB = 64
 MAX_RESIZE_DELTA_MIB = 1 << 20  # 1 TiB: more is a typo, not a test
 
@@ -100,10 +107,10 @@ class Blk(Device):
 
     def check(self, board: Board) -> None:
         super().check(board)
+        if not 0 < self.resize_delta_mib <= MAX_RESIZE_DELTA_MIB:  # with or without the resize
+            raise UsageError(f"--blk-resize-delta-mib must be between 1 and {MAX_RESIZE_DELTA_MIB}, "
+                             f"not {self.resize_delta_mib}")
         if self.with_resize:
-            if not 0 < self.resize_delta_mib <= MAX_RESIZE_DELTA_MIB:
-                raise UsageError(f"--blk-resize-delta-mib must be between 1 and {MAX_RESIZE_DELTA_MIB}, "
-                                 f"not {self.resize_delta_mib}")
             if board.disk.mode.value == "in-place":
                 raise UsageError("--with-blk-resize and --write-to-image exclude each other: the resize would grow "
                                  "your image itself")
@@ -118,7 +125,9 @@ class Blk(Device):
         return ["-drive", drive_option(board.disk), *self.device_arg(board, "virtio-blk-pci", props)]
 
     def pci(self, board: Board) -> list[ExpectedFunction]:
-        return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID if board.contract else TRANSITIONAL_ID,))]
+        if not board.contract:
+            return [ExpectedFunction(DEVICE_ID, self.family, (TRANSITIONAL_ID,))]
+        return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID,), needs=AERO_DRIVER_NEEDS)]
 
     def provisioning(self) -> list[str]:
         return [f for f, on in (("--test-blk-resize", self.with_resize), ("--test-blk-reset", self.with_reset),

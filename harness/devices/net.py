@@ -20,6 +20,7 @@ from harness.devices.base import (
     ConfigCheck,
     ConfigHint,
     Device,
+    DriverNeeds,
     ExpectedFunction,
     Output,
     add_vectors_argument,
@@ -33,6 +34,7 @@ from harness.devices.base import (
 from harness.errors import ExitCode, UsageError
 from harness.hostnames import is_host_name
 from harness.outputs import HTTP_LOG, output_path
+from harness.protocol import Status
 from harness.qemu.cmdline import opts
 from harness.rules import CheckRule, MarkerRule, counter, order_of
 from harness.services.dns import NameTable, parse_record
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 NETDEV_ID = "net0"
 DEVICE_ID = "nic0"  # what QMP set_link names
 CONTRACT_ID, TRANSITIONAL_ID = 0x1041, 0x1000
+# The Aero net miniport shares the blk miniport's transport code: virtio capabilities in BAR0 only.
+AERO_DRIVER_NEEDS = DriverNeeds(
+    registers_in_bar0=True, consequence="the guest has no network adapter",
+    explains=("VIRTIO_NET_FAILED", "VIRTIO_NET_UDP_FAILED", "MISSING_VIRTIO_NET", "SELFTEST_FAILED"))
 GUEST_HOST = "10.0.2.2"  # the host, as QEMU user networking shows it to the guest
 DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT = 18080, 18081
 DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
@@ -120,7 +126,7 @@ class Net(Device):
                 raise UsageError(f"{name} must be between 1 and 65535, not {port}")
         if not self.http_path.startswith("/") or any(c.isspace() for c in self.http_path):
             raise UsageError(f"--http-path must start with '/' and hold no spaces: {self.http_path!r}")
-        if self.with_link_flap and not 0 < self.link_down_s <= 600:
+        if not 0 < self.link_down_s <= 600:  # checked with or without the flap: a script's typo shows at once
             raise UsageError(f"--net-link-flap-down-seconds must be more than 0 and at most 600, "
                              f"not {self.link_down_s:g}")
         if self.require_msix and board.disable_msix:
@@ -142,7 +148,9 @@ class Net(Device):
         return ["-netdev", opts("user", id=NETDEV_ID), *self.device_arg(board, "virtio-net-pci", props)]
 
     def pci(self, board: Board) -> list[ExpectedFunction]:
-        return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID if board.contract else TRANSITIONAL_ID,))]
+        if not board.contract:
+            return [ExpectedFunction(DEVICE_ID, self.family, (TRANSITIONAL_ID,))]
+        return [ExpectedFunction(DEVICE_ID, self.family, (CONTRACT_ID,), needs=AERO_DRIVER_NEEDS)]
 
     def provisioning(self) -> list[str]:
         words = ["--http-url", self.served_url(), "--udp-port", str(self.udp_port)]
@@ -167,7 +175,8 @@ class Net(Device):
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:
         rules: list[Rule] = [required(self.family, board, keys=(
-            "large_ok", "large_bytes", "large_fnv1a64", "upload_ok", "upload_bytes", "dns_name", "irq_mode"))]
+            "large_ok", "large_bytes", "large_fnv1a64", "upload_ok", "upload_bytes", "dns_name", "irq_mode"),
+            fail_hint=self._without_udp_echo if self.disable_udp else None)]
         if board.contract and not self.disable_udp:
             rules.append(MarkerRule("virtio-net-udp", f"{board.because()} (unless --disable-udp)",
                                     keys=("bytes", "small_bytes", "mtu_bytes", "wsa")))
@@ -193,6 +202,16 @@ class Net(Device):
         if board.disable_msix:
             hints.append(requires_msix_but_intx("require_net_msix", self.family))
         return hints
+
+    @staticmethod
+    def _without_udp_echo(report: GuestReport) -> str | None:
+        """The real guest always sends its UDP datagrams first and gives up its network test when no
+        echo comes: with --disable-udp that is the likely cause."""
+        udp = report.tests.get("virtio-net-udp")
+        if udp is None or udp.status is not Status.FAIL:
+            return None
+        return ("the UDP echo is off (--disable-udp) and this guest stops its network test when the echo fails: "
+                "run it without --disable-udp")
 
     def served_url(self) -> str:
         return f"http://{GUEST_HOST}:{self.http_port}{self.http_path}"

@@ -35,9 +35,10 @@ from harness.devices.base import (
 from harness.errors import UsageError
 from harness.logsetup import get_logger
 from harness.outputs import WAV, output_path
+from harness.protocol import Status
 from harness.qemu.cmdline import opts
-from harness.rules import MarkerRule
-from harness.verdict import GuestReport, Rule, TestOutcome, Verdict, audio_silent_verdict
+from harness.rules import CheckRule, MarkerRule
+from harness.verdict import Failure, GuestReport, Rule, TestOutcome, Verdict, audio_silent_verdict
 
 QEMU_DEVICE = "virtio-sound-pci"
 CAPTURE_FORMAT = (48000, 16, 2)  # what the capture records: Hz, bits, channels (the guest plays 48 kHz)
@@ -176,7 +177,8 @@ class Snd(Device):
 
     # -- the verdict ----------------------------------------------------------------------------------
     def rules(self, board: Board) -> Sequence[Rule]:
-        rules: list[Rule] = []
+        # First: at the same marker it names the cause better than the marker's own FAILED token.
+        rules: list[Rule] = [CheckRule("virtio-snd force_null_backend", _force_null_backend)]
         if self.enabled:
             tests = TESTS if board.contract else TESTS[:1]
             rules += [MarkerRule(test, "--enable-virtio-snd", skip_cause=skip_cause, keys=("irq_mode",))
@@ -216,3 +218,23 @@ class Snd(Device):
     def results(self) -> dict[str, Any]:
         return {"audio": self.capture.stats} if self.capture.stats else {}
 
+
+FORCE_NULL_BACKEND = "force_null_backend"
+FORCE_NULL_REGISTRY = (r"HKLM\SYSTEM\CurrentControlSet\Enum\<device instance>\Device Parameters\Parameters"
+                       r"\ForceNullBackend")
+
+
+def _force_null_backend(report: GuestReport) -> Failure | None:
+    """The driver's bring-up switch ForceNullBackend=1 turns the virtio transport off: the guest's
+    sound tests FAIL with that word, and the registry value is what to change (upstream's token)."""
+    failed = [(o.seq, name) for name, o in report.tests.items()
+              if name in TESTS and o.status is Status.FAIL and o.why == FORCE_NULL_BACKEND]
+    if not failed:
+        return None
+    seq, name = min(failed)
+    said = next((line for line in report.text_lines("virtio-snd") if "ForceNullBackend=1" in line), None)
+    where = f" ({said.split('(', 1)[1].split(')', 1)[0]})" if said and "(" in said and ")" in said else ""
+    return Failure("VIRTIO_SND_FORCE_NULL_BACKEND",
+                   f"{name} FAIL (force_null_backend){where}: the Aero sound driver's ForceNullBackend=1 turns its "
+                   f"virtio transport off (a capture would be silent); set {FORCE_NULL_REGISTRY} to 0 in the image",
+                   seq)

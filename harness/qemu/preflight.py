@@ -104,3 +104,46 @@ def check(found: Sequence[PciFunction], expected: Sequence[ExpectedFunction], la
 
 def virtio(found: Sequence[PciFunction]) -> list[PciFunction]:
     return [f for f in found if f.vendor == VIRTIO_VENDOR]
+
+
+@dataclass(frozen=True)
+class DriverNote:
+    """A function that has the IDs its Aero driver binds but lacks something else the driver needs."""
+
+    qdev_id: str
+    problem: str  # "registers_not_in_bar0", "subsystem_not_bound"
+    text: str
+    explains: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"qdev_id": self.qdev_id, "problem": self.problem, "text": self.text}
+
+
+def driver_notes(found: Sequence[PciFunction], expected: Sequence[ExpectedFunction]) -> list[DriverNote]:
+    """What the families' Aero drivers need of their functions and QEMU did not build."""
+    by_id = {f.qdev_id: f for f in found if f.qdev_id}
+    notes = []
+    for want in expected:
+        have, needs = by_id.get(want.qdev_id), want.needs
+        if have is None or needs is None:
+            continue
+        if needs.registers_in_bar0 and not _memory_bar0(have):
+            text = (f"{want.what} ({want.qdev_id}) has no memory BAR0: QEMU puts the virtio registers in BAR4, "
+                    f"contract v1 in BAR0, the only place the Aero {want.what} driver accepts, so the driver "
+                    "does not start on this QEMU")
+            if needs.consequence:
+                text += f": {needs.consequence}"
+            notes.append(DriverNote(want.qdev_id, "registers_not_in_bar0", text, needs.explains))
+        if needs.subsystems and (have.subsystem_vendor != VIRTIO_VENDOR or have.subsystem not in needs.subsystems):
+            bound = " or ".join(f"SUBSYS_{s:04X}{VIRTIO_VENDOR:04X}" for s in needs.subsystems)
+            seen = (f"{have.subsystem_vendor:04x}:{have.subsystem:04x}"
+                    if have.subsystem_vendor is not None and have.subsystem is not None else "none")
+            text = f"{want.what} ({want.qdev_id}) has subsystem {seen}; the Aero INF binds only {bound}"
+            if needs.remedy:
+                text += f": {needs.remedy}"
+            notes.append(DriverNote(want.qdev_id, "subsystem_not_bound", text, needs.explains))
+    return notes
+
+
+def _memory_bar0(function: PciFunction) -> bool:
+    return any(b["index"] == 0 and str(b["type"]).startswith("memory") for b in function.bars)
