@@ -109,8 +109,32 @@ def _enter() -> str:
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
         how = "user, network and mount namespaces"
     _loopback_up()
-    _private_resolv_conf()
+    try:
+        _private_resolv_conf()
+    except OSError as err:
+        # The network is the run's own already (there is no way back): say what is not.
+        log.warning("the run has a network of its own, but its resolv.conf could not be replaced (%s): the guest's "
+                    "name lookups go to %s, which this network cannot reach", err, first_nameserver() or "nowhere")
+        how += f" (resolv.conf not replaced: {err.strerror or err})"
     return how
+
+
+def _network_interfaces() -> list[str]:
+    """The process's network interfaces other than loopback (a container started with --network
+    none has none)."""
+    try:
+        return sorted(name for name in os.listdir("/sys/class/net") if name != "lo")
+    except OSError:
+        return []
+
+
+def fallback_warned() -> bool:
+    """True once ``isolate`` has warned that the run shares the host's network and resolver (a later
+    warning about the guest's name lookups would say it again)."""
+    return _state["fallback_warned"]
+
+
+_state = {"fallback_warned": False}
 
 
 def isolate(mode: Mode) -> Isolation:
@@ -118,7 +142,8 @@ def isolate(mode: Mode) -> Isolation:
     if mode == "off":
         return Isolation(False, "--network-isolation off")
     nameserver = first_nameserver()
-    if in_container() and nameserver is not None and nameserver.startswith("127."):
+    interfaces = _network_interfaces()
+    if in_container() and nameserver is not None and nameserver.startswith("127.") and not interfaces:
         return Isolation(True, "the container (its own network; --dns 127.0.0.1)")
     if _threads() > 1:
         why = "the process already runs threads, and the kernel refuses a new namespace to those"
@@ -135,8 +160,11 @@ def isolate(mode: Mode) -> Isolation:
         else:
             log.info("the run has a network of its own (%s): its loopback, its resolv.conf", how)
             return Isolation(True, how)
+    if in_container() and interfaces:
+        why += f"; the container has a network ({', '.join(interfaces)}): start it with --network none"
     if mode == "on":
         raise InfraError(f"--network-isolation on, but {why}")
+    _state["fallback_warned"] = True
     log.warning("no network isolation (%s): the guest reaches the host's loopback services, its name lookups go "
                 "to the host's resolver, and two runs at once need other ports", why)
     return Isolation(False, why)

@@ -108,7 +108,10 @@ def guest_services(http_port: int, http_path: str, udp_port: int | None, log_pat
         log.info("guest services on %s: http://%s:%d%s, %s", LISTEN_HOST, LISTEN_HOST, endpoints.http_port,
                  http_path, f"UDP echo {endpoints.udp_port}" if udp is not None else "no UDP echo (--disable-udp)")
         if names is not None:
-            (log.info if dns is not None else log.warning)("guest name server: %s", dns_note)
+            from harness.netns import fallback_warned  # late, as above
+
+            # Not hermetic is a warning, unless the isolation's own warning already said so.
+            (log.warning if dns is None and not fallback_warned() else log.info)("guest name server: %s", dns_note)
         try:
             yield endpoints
         finally:
