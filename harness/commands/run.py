@@ -36,7 +36,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, disk_required: bool = Tr
                         "falls back with one warning where namespaces are unavailable, on makes that an error "
                         "(default: %(default)s)")
     g.add_argument("--dry-run", "--print-qemu", "--print-qemu-cmd", dest="dry_run", action="store_true",
-                   help="print the QEMU command line (a shell line, then a JSON array) and start nothing")
+                   help="print the QEMU command line (a JSON array, then a shell line, last) and start nothing")
     g.add_argument("qemu_extra", nargs=argparse.REMAINDER, metavar="-- QEMU-ARGS",
                    help="arguments after -- are passed to QEMU last")
 
