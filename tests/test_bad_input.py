@@ -135,7 +135,8 @@ def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> N
     (("--virtio-transitional", "--with-virtio-tablet"), "--with-virtio-tablet needs virtio-input, which the "
                                                         "transitional layout does not attach"),
     (("--virtio-transitional", "--with-input-events"), "needs virtio-input"),
-    (("--with-input-tablet-events",), "--with-input-tablet-events needs --with-virtio-tablet"),
+    (("--virtio-transitional", "--with-input-tablet-events"), "--with-input-tablet-events needs virtio-input, which "
+                                                              "the transitional layout does not attach"),
     (("--with-blk-resize", "--blk-resize-delta-mib", "0"), "--blk-resize-delta-mib must be between 1"),
     (("--with-blk-resize", "--blk-resize-delta-mib", str(1 << 30)), "--blk-resize-delta-mib must be between 1"),
     (("--with-net-link-flap", "--net-link-flap-down-seconds", "-2"), "--net-link-flap-down-seconds must be more"),

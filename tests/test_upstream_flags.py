@@ -125,18 +125,15 @@ VALUES = {"--qemu-system": "qemu-system-x86_64", "--disk-image": "x.qcow2", "--s
           "--blk-resize-delta-mib": "64", "--virtio-snd-audio-backend": "wav", "--virtio-snd-wav-path": "out.wav",
           "--virtio-snd-wav-peak-threshold": "200", "--virtio-snd-wav-rms-threshold": "50", "--memory-mb": "2048",
           "--smp": "2", "--timeout-seconds": "600"}
-NEEDS = {  # what upstream also requires next to a flag
-    "snd": ("--enable-virtio-snd", "--virtio-snd-audio-backend", "wav"),
-    "tablet": ("--with-virtio-tablet",),
-}
+# What upstream also requires next to a sound flag. The tablet-events flags need nothing: they attach
+# the tablet themselves, as upstream's do (attach_virtio_tablet = with_virtio_tablet or need_input_tablet_events).
+SND_NEEDS = ("--enable-virtio-snd", "--virtio-snd-audio-backend", "wav")
 
 
 def _companions(flag: str) -> tuple[str, ...]:
     if ("snd" in flag and flag not in ("--with-virtio-snd", "--require-virtio-snd", "--enable-virtio-snd")) or \
             flag == "--virtio-snd-wav-path":
-        return NEEDS["snd"]
-    if "tablet-events" in flag:
-        return NEEDS["tablet"]
+        return SND_NEEDS
     return ()
 
 
@@ -152,3 +149,12 @@ def test_each_upstream_flag_is_accepted(flag: str) -> None:
     value = VALUES.get(flag, "4")  # the vectors flags take a count
     argv = [] if flag == "--disk-image" else [flag, *([value] if action.nargs != 0 else [])]
     device_set(*argv, *_companions(flag))  # parsed and checked as a run's flags: no UsageError
+
+
+@pytest.mark.parametrize("flag", [f for f in UPSTREAM_FLAGS if "tablet-events" in f])
+def test_tablet_events_attach_the_tablet_they_move(flag: str) -> None:
+    devices = device_set(flag)
+    assert [f.qdev_id for f in devices.pci() if f.what == "virtio-input"] == ["kbd0", "mouse0", "tablet0"]
+    args = devices.qemu_args({})
+    assert "virtio-tablet-pci,id=tablet0,display=vga1" in args and "secondary-vga,id=vga1" in args
+    assert [r.action for r in devices.reactions()] == ["input-tablet-inject"]

@@ -80,6 +80,13 @@ ROWS = [
      {**SND_PLAYED}, {}, "MISSING_VIRTIO_SND_BUFFER_LIMITS", ""),
     (("--require-virtio-input-binding",), {"virtio-input-binding": None}, {}, "MISSING_VIRTIO_INPUT_BINDING", ""),
     (("--with-input-events-extended",), {}, {}, "VIRTIO_INPUT_EVENTS_SKIPPED", ""),
+    # Tablet events attach the tablet and need no other flag.
+    (("--with-input-tablet-events",), {"virtio-input-tablet-events": P + "TEST|virtio-input-tablet-events|PASS|"
+                                                                         "tablet_reports=3|move_target=1|left_down=1|"
+                                                                         "left_up=1|last_x=10000|last_y=20000|"
+                                                                         "last_left=0"}, {}, "PASS", ""),
+    (("--with-input-tablet-events",), {}, {}, "VIRTIO_INPUT_TABLET_EVENTS_SKIPPED",
+     "provision the guest with --test-input-tablet-events"),
     # Interrupt modes.
     (("--require-intx",), {}, {}, "IRQ_MODE_MISMATCH", "virtio-blk expected=intx got=msi"),
     (("--require-msi",), {}, {}, "PASS", ""),
@@ -163,7 +170,7 @@ def test_any_order_of_the_markers_and_unrelated_lines_gives_the_same_verdict(ord
 def test_usage_errors_of_the_device_flags() -> None:
     for flags, needle in [
         (("--virtio-transitional", "--with-virtio-tablet"), "needs virtio-input"),
-        (("--with-input-tablet-events",), "needs --with-virtio-tablet"),
+        (("--virtio-transitional", "--with-input-tablet-events"), "--with-input-tablet-events needs virtio-input"),
         (("--virtio-blk-vectors", "-1"), "--virtio-blk-vectors must be between 0 and 2048"),
         (("--virtio-net-vectors", "4096"), "must be between 0 and 2048"),
         (("--virtio-disable-msix", "--virtio-net-vectors", "2"), "exclude each other"),

@@ -1,4 +1,5 @@
-"""virtio-input: a keyboard and a mouse (and, with --with-virtio-tablet, a tablet), contract layout only.
+"""virtio-input: a keyboard and a mouse (and, with --with-virtio-tablet or --with-input-tablet-events,
+a tablet), contract layout only.
 
 The Aero input driver binds 1AF4:1052 (modern-only, as QEMU's virtio input devices always are).
 QMP ``input-send-event`` addresses a display, not an input device, so the keyboard and mouse are
@@ -79,7 +80,7 @@ class Input(Device):
         flag(g, "--with-input-tablet-events", "--with-tablet-events", "--with-virtio-input-tablet-events",
              "--require-virtio-input-tablet-events", "--enable-virtio-input-tablet-events",
              help="move the tablet to (10000, 20000) and click when the guest says virtio-input-tablet-events|READY "
-                  "(needs --with-virtio-tablet; provision with --test-input-tablet-events)")
+                  "(attaches the tablet, as --with-virtio-tablet does; provision with --test-input-tablet-events)")
         flag(g, "--with-input-led", "--with-virtio-input-led", "--require-virtio-input-led",
              "--enable-virtio-input-led",
              help="the guest's virtio-input-led test must PASS (provision with --test-input-led)")
@@ -104,6 +105,11 @@ class Input(Device):
     def injects_events(self) -> bool:
         return self.with_events or self.with_wheel or self.with_extended
 
+    @property
+    def attaches_tablet(self) -> bool:
+        """Tablet events imply the tablet they move (upstream: with_virtio_tablet or need_input_tablet_events)."""
+        return self.with_tablet or self.with_tablet_events
+
     def _asked(self) -> list[str]:
         return [name for name, on in (
             ("--with-virtio-tablet", self.with_tablet), ("--with-input-events", self.with_events),
@@ -119,8 +125,6 @@ class Input(Device):
         if not board.contract and self._asked():
             raise UsageError(f"{self._asked()[0]} needs virtio-input, which the {board.layout.value} layout does "
                              "not attach (use --virtio-layout contract)")
-        if self.with_tablet_events and not self.with_tablet:
-            raise UsageError("--with-input-tablet-events needs --with-virtio-tablet (the tablet it moves)")
         if self.require_msix and board.disable_msix:
             raise UsageError("--virtio-disable-msix and --require-virtio-input-msix exclude each other")
 
@@ -131,13 +135,13 @@ class Input(Device):
     def qemu_args(self, board: Board, written: Mapping[Path, Path]) -> list[str]:
         args = [*self.device_arg(board, "virtio-keyboard-pci", {"id": KEYBOARD_ID, "display": DISPLAY}),
                 *self.device_arg(board, "virtio-mouse-pci", {"id": MOUSE_ID, "display": DISPLAY})]
-        if self.with_tablet:
+        if self.attaches_tablet:
             args += ["-device", opts("secondary-vga", id=TABLET_DISPLAY),
                      *self.device_arg(board, "virtio-tablet-pci", {"id": TABLET_ID, "display": TABLET_DISPLAY})]
         return args
 
     def pci(self, board: Board) -> list[ExpectedFunction]:
-        ids = [KEYBOARD_ID, MOUSE_ID] + ([TABLET_ID] if self.with_tablet else [])
+        ids = [KEYBOARD_ID, MOUSE_ID] + ([TABLET_ID] if self.attaches_tablet else [])
         return [ExpectedFunction(qdev, self.family, (INPUT_ID,)) for qdev in ids]
 
     def provisioning(self) -> list[str]:
