@@ -16,6 +16,7 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pyte
 import pytest
 
 from harness.audio import analyze
@@ -190,6 +191,14 @@ def test_progress_on_a_terminal_is_one_line_redrawn_and_gone_before_the_verdict(
     text = screen.decode("utf-8", "replace")
     assert "required markers" in text and "\x1b[2K" in text  # drawn, and redrawn in place by the terminal library
     assert text.rstrip().endswith("PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS")  # nothing after the verdict
+    # What a person sees at the end (the bytes played on a terminal emulator): the status line is gone,
+    # the verdict is the last line, and the cursor is visible again.
+    terminal = pyte.Screen(200, 400)
+    pyte.Stream(terminal).feed(text.replace("\n", "\r\n"))
+    shown = [row.rstrip() for row in terminal.display if row.strip()]
+    assert shown[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS", shown[-3:]
+    assert not any("required markers" in row for row in shown), shown
+    assert not terminal.cursor.hidden
 
 
 def test_progress_off_a_terminal_is_plain_lines_then_nothing_after_the_verdict(make_guest, tmp_path: Path,
