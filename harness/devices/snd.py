@@ -105,7 +105,7 @@ class Snd(Device):
              "--enable-snd-buffer-limits", "--enable-virtio-snd-buffer-limits",
              help="the guest's virtio-snd-buffer-limits test must PASS (provision with --test-snd-buffer-limits)")
         flag(g, "--require-virtio-snd-msix", "--require-snd-msix",
-             help="the guest's virtio-snd-msix marker must report mode=msix")
+             help="the guest's virtio-snd-msix marker must report mode=msix (provision with --require-snd-msix)")
         add_vectors_argument(g, "snd", "virtio-snd device")
 
     @classmethod
