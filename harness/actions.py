@@ -42,13 +42,14 @@ class ActionLog:
     ready_at_s: float | None = None  # since QEMU started
     first_command_ms: float | None = None  # READY record received -> first QMP command sent
     attempts: int = 0
-    commands: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)  # the first Qmp.MAX_LOGGED sent
+    commands_dropped: int = 0  # sent after those, counted but not listed
     outcome: str = "pending"
 
     def to_json(self) -> dict[str, Any]:
         return {"reaction": self.reaction, "marker": self.marker, "ready_at_s": self.ready_at_s,
                 "first_command_ms": self.first_command_ms, "attempts": self.attempts, "outcome": self.outcome,
-                "commands": self.commands}
+                "commands": self.commands, "commands_dropped": self.commands_dropped}
 
 
 class Qmp:
@@ -87,6 +88,8 @@ class Qmp:
     def _keep(self, entry: dict[str, Any]) -> None:
         if len(self.record.commands) < self.MAX_LOGGED:
             self.record.commands.append(entry)
+        else:
+            self.record.commands_dropped += 1
 
 
 Perform = Callable[[Qmp, TestOutcome], Awaitable[None]]

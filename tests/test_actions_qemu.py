@@ -6,11 +6,17 @@ tests pin what the harness sends, when, and what a refusal by QEMU becomes.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu.qmp import QMPClient
 
+from harness.actions import ActionLog, Qmp
 from tests.conftest import HarnessRun
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("qemu", "no_stray_qemu")]
@@ -81,3 +87,34 @@ def test_each_action_starts_within_milliseconds_of_its_ready_line_and_qemu_accep
     assert {"type": "btn", "data": {"down": True, "button": "wheel-up"}} in sent  # extended includes the wheel
     assert {c["arguments"]["device"] for c in inject["commands"]} == {"vga0"}
     assert {c["arguments"]["device"] for c in found["input-tablet-inject"]["commands"]} == {"vga1"}
+    assert all(action["commands_dropped"] == 0 for action in found.values())
+
+
+async def _query_status(qemu: str, folder: Path, times: int) -> ActionLog:
+    """``times`` commands through the actions' Qmp to a real QEMU (paused, no guest)."""
+    socket_path = folder / "qmp.sock"
+    client = QMPClient("test-actions")
+    await client.start_server(str(socket_path))
+    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults", "-display", "none", "-S",
+                             "-chardev", f"socket,id=qmp,path={socket_path}", "-mon", "chardev=qmp,mode=control"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.wait_for(client.accept(), 30)
+        record = ActionLog("query", "virtio-test")
+        qmp = Qmp(client.execute, record, time.monotonic())
+        for _ in range(times):
+            reply = await qmp("query-status", {})
+            assert reply["running"] is False  # QEMU answered each one
+        return record
+    finally:
+        await client.disconnect()
+        proc.kill()
+        proc.wait()
+
+
+def test_commands_beyond_the_logged_ones_are_counted(qemu: str, tmp_path: Path) -> None:
+    record = asyncio.run(_query_status(qemu, tmp_path, Qmp.MAX_LOGGED + 7))
+    assert len(record.commands) == Qmp.MAX_LOGGED
+    assert record.commands_dropped == 7
+    doc = record.to_json()
+    assert doc["commands_dropped"] == 7 and len(doc["commands"]) == Qmp.MAX_LOGGED
