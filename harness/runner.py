@@ -472,7 +472,10 @@ class Session:
         if not machine.running or self._interrupted.done() or "pci" not in self.extra:
             return
         try:
-            answer = await machine.execute("query-pci", timeout=2.0)
+            # After the verdict: a signal cuts it short (the run's end honours it within a second).
+            answer = await self._interruptible(machine.execute("query-pci", timeout=2.0), "at the end")
+        except InterruptedRun:
+            return
         except (TimeoutError, QMPError, OSError, EOFError) as err:
             log.debug("query-pci at the end: %s", err)
             return
@@ -484,7 +487,7 @@ class Session:
         self._reactions: list[Reaction] = self.prepared.devices.reactions()
         self._actions: dict[str, ActionLog] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        self._driver_notes: list[preflight.DriverNote] = []
+        self._driver_notes = []
         serial = SerialCapture(runtime_dir / "com1.sock", opts.serial_log_path, self._on_records,
                                follow=opts.follow_serial, raw=opts.raw_serial)
         await serial.start()

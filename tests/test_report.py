@@ -149,6 +149,12 @@ def test_a_sound_capture_is_drawn_from_its_samples(tmp_path: Path) -> None:
     polygons = [a for t, a in page.tags if t == "polygon"]
     assert polygons and len(polygons[0]["points"].split()) > 700  # type: ignore[union-attr]
     assert {"virtio-snd.wav"} <= {a["href"] for t, a in page.tags if t == "a"}  # type: ignore[misc]
+    html = tmp_path / "report.html"
+    html.write_text(render(results, tmp_path, extra_files=[wav]))
+    assert_rendered(browser_png(html, tmp_path), WAVE_BLUE)  # a browser draws the waveform
+
+
+WAVE_BLUE = (0x54, 0xAE, 0xFF)
 
 
 def test_the_report_reads_only_the_end_of_a_huge_log(tmp_path: Path) -> None:
