@@ -19,8 +19,8 @@ from typing import Literal
 
 from rich.console import Console
 from rich.control import Control
-from rich.segment import ControlType
 from rich.live import Live
+from rich.segment import ControlType
 from rich.text import Text
 
 from harness.logsetup import get_logger

@@ -449,11 +449,8 @@ class Session:
         await machine.execute("cont")  # QEMU started paused (-S)
 
     def _explained(self, verdict: Verdict) -> Verdict:
-        """A failure that a PCI note explains (a driver that cannot start on QEMU's device model)
-        says so; a guest that said nothing at all is the typical case of a boot disk without driver."""
-        silent = verdict.token in ("QEMU_EXITED", "TIMEOUT")
-        hints = [note.text for note in self._driver_notes
-                 if verdict.token in note.explains and (not silent or not self.report.records)]
+        """A failure that a PCI note explains (a driver that cannot start on QEMU's device model) says so."""
+        hints = [note.text for note in self._driver_notes if note.explains_failure(verdict.token, self.report)]
         if verdict.passed or not hints:
             return verdict
         return Verdict(verdict.token, verdict.exit_code,

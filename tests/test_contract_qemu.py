@@ -67,6 +67,20 @@ def test_a_guest_that_never_speaks_is_told_why_the_aero_boot_driver_cannot_start
     assert "bugcheck 0x7B" in run.last_line
 
 
+def test_a_network_test_without_an_adapter_is_told_why_and_one_with_results_is_not(make_guest, run_harness: Run,
+                                                                                  config: dict[str, str]) -> None:
+    no_adapter = {"net-up-text": "virtio-net: no virtio net adapters detected",
+                  "virtio-net-udp": P + "TEST|virtio-net-udp|FAIL|reason=no_adapter",
+                  "virtio-net": P + "TEST|virtio-net|FAIL|irq_mode=none", "result": P + "RESULT|FAIL"}
+    run = replay(make_guest, run_harness, transcript(no_adapter, config))
+    assert run.returncode == 1 and run.last_line.startswith("FAIL: VIRTIO_NET_UDP_FAILED: "), run.stdout
+    assert "virtio-net (nic0) has no memory BAR0" in run.last_line
+    broken = {"virtio-net": P + "TEST|virtio-net|FAIL|large_ok=0|large_bytes=1048576|upload_ok=1",
+              "result": P + "RESULT|FAIL"}
+    run = replay(make_guest, run_harness, transcript(broken, config))
+    assert run.last_line.startswith("FAIL: VIRTIO_NET_FAILED: ") and "BAR0" not in run.last_line, run.last_line
+
+
 def test_intx_only_takes_away_the_msix_table(make_guest, run_harness: Run, config: dict[str, str]) -> None:
     run = replay(make_guest, run_harness, transcript(config=config), "--virtio-disable-msix")
     assert run.returncode == 0, run.stdout

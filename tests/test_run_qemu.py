@@ -218,7 +218,10 @@ def test_a_signal_before_qemu_starts_still_ends_cleanly(make_guest, tmp_path: Pa
                                          "--http-port", str(ports[0]), "--udp-port", str(ports[1])),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "AERO_KVM_PROBE_CACHE": "0"})
-    time.sleep(1.0)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the probe starts right after this line, and takes seconds uncached
+        if "choosing the accelerator" in line:
+            break
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -49,6 +49,9 @@ class DriverNeeds:
     remedy: str = ""  # what the user can do about a subsystem the INF does not bind
     consequence: str = ""  # what a driver that does not start leads to ("Windows cannot read its boot disk")
     explains: tuple[str, ...] = ()  # the verdict tokens such a mismatch leads to
+    # What the guest says when it found no working device (its free text): a failure with detailed
+    # results came from a driver that did start, and is not explained by the note.
+    absent_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

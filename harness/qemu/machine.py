@@ -141,12 +141,15 @@ class QemuMachine:
         """End QEMU: QMP quit (so audio captures are finalised), then SIGTERM, then SIGKILL. After
         ``hurry()`` (a signal) QEMU gets HURRIED_GRACE_S to quit before it is killed."""
         try:
+            unanswered = False
             if self.running and self.qmp.runstate.name == "RUNNING":
                 try:
                     await self._unless_hurried(self.qmp.execute("quit"), 5)
                 except (TimeoutError, QMPError, OSError, EOFError) as err:
                     log.debug("QMP quit did not complete: %r", err)
-            if await self._wait_exit(QUIT_GRACE_S):
+                    unanswered = isinstance(err, TimeoutError)
+            # Hurried, a QEMU that did not even answer quit gets no second grace period: it is killed.
+            if not (unanswered and self._hurry.is_set()) and await self._wait_exit(QUIT_GRACE_S):
                 return
             if not self._hurry.is_set():
                 log.warning("QEMU did not quit through QMP; terminating it")

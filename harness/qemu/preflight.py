@@ -15,6 +15,7 @@ from typing import Any
 from harness.devices import ExpectedFunction
 from harness.devices.base import VIRTIO_VENDOR
 from harness.errors import PciPreflightFailed
+from harness.verdict import GuestReport
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,20 @@ class DriverNote:
     """A function that has the IDs its Aero driver binds but lacks something else the driver needs."""
 
     qdev_id: str
+    family: str  # "virtio-net": whose free-text lines tell whether the guest found a working device
     problem: str  # "registers_not_in_bar0", "subsystem_not_bound"
     text: str
     explains: tuple[str, ...]
+    absent_words: tuple[str, ...]
+
+    def explains_failure(self, token: str, report: GuestReport) -> bool:
+        """A silent guest's end (QEMU exit, timeout) when it said nothing at all; the family's own
+        failure when the guest's words say it found no working device."""
+        if token not in self.explains:
+            return False
+        if token in ("QEMU_EXITED", "TIMEOUT"):
+            return not report.records
+        return any(word in line for line in report.text_lines(self.family) for word in self.absent_words)
 
     def to_json(self) -> dict[str, Any]:
         return {"qdev_id": self.qdev_id, "problem": self.problem, "text": self.text}
@@ -133,7 +145,8 @@ def driver_notes(found: Sequence[PciFunction], expected: Sequence[ExpectedFuncti
                     "does not start on this QEMU")
             if needs.consequence:
                 text += f": {needs.consequence}"
-            notes.append(DriverNote(want.qdev_id, "registers_not_in_bar0", text, needs.explains))
+            notes.append(DriverNote(want.qdev_id, want.what, "registers_not_in_bar0", text, needs.explains,
+                                    needs.absent_words))
         if needs.subsystems and (have.subsystem_vendor != VIRTIO_VENDOR or have.subsystem not in needs.subsystems):
             bound = " or ".join(f"SUBSYS_{s:04X}{VIRTIO_VENDOR:04X}" for s in needs.subsystems)
             seen = (f"{have.subsystem_vendor:04x}:{have.subsystem:04x}"
@@ -141,7 +154,8 @@ def driver_notes(found: Sequence[PciFunction], expected: Sequence[ExpectedFuncti
             text = f"{want.what} ({want.qdev_id}) has subsystem {seen}; the Aero INF binds only {bound}"
             if needs.remedy:
                 text += f": {needs.remedy}"
-            notes.append(DriverNote(want.qdev_id, "subsystem_not_bound", text, needs.explains))
+            notes.append(DriverNote(want.qdev_id, want.what, "subsystem_not_bound", text, needs.explains,
+                                    needs.absent_words))
     return notes
 
 
