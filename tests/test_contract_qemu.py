@@ -133,3 +133,14 @@ def test_a_guest_provisioned_for_another_udp_port_ends_the_run_at_config(make_gu
     assert run.last_line.startswith("FAIL: UDP_PORT_MISMATCH: the guest was provisioned for UDP port 28081")
     assert "pass --udp-port 28081" in run.last_line
     assert run.results()["guest"]["config"]["udp_port"] == "28081"  # type: ignore[index]
+
+
+def test_a_second_function_of_a_tested_family_from_the_extra_arguments_is_a_warning(make_guest, run_harness: Run,
+                                                                                    config: dict[str, str]) -> None:
+    run = replay(make_guest, run_harness, transcript(config=config), "--", "-netdev", "user,id=extra",
+                 "-device", "virtio-net-pci,netdev=extra,disable-legacy=on", "-device", "virtio-rng-pci")
+    assert run.returncode == 0, run.stdout
+    warned = [line for line in run.stderr.splitlines() if "a virtio function the layout did not add" in line]
+    assert len(warned) == 2 and warned[0].startswith("WARNING: ") and "1af4:1041" in warned[0], warned
+    assert warned[1].startswith("INFO: ") and "1af4:1005" in warned[1]  # an RNG is no tested family
+    assert len(run.results()["pci"]) == 6  # type: ignore[arg-type]  # layout 4 + both extras

@@ -103,6 +103,13 @@ def check(found: Sequence[PciFunction], expected: Sequence[ExpectedFunction], la
                                  "replace a device or change its properties)")
 
 
+def extra_virtio(found: Sequence[PciFunction], expected: Sequence[ExpectedFunction]) -> list[PciFunction]:
+    """Virtio functions the layout did not put there (extra arguments after ``--``): the guest meets
+    them too, and its tests may pick one of them rather than the layout's."""
+    ours = {want.qdev_id for want in expected}
+    return [f for f in virtio(found) if f.qdev_id not in ours]
+
+
 def virtio(found: Sequence[PciFunction]) -> list[PciFunction]:
     return [f for f in found if f.vendor == VIRTIO_VENDOR]
 
