@@ -194,7 +194,7 @@ def test_an_image_outside_the_images_volume_is_usage(tmp_path: Path) -> None:
     path.write_text("version: 1\ncases:\n  - {name: a, image: /srv/win7.qcow2}\n", encoding="utf-8")
     proc = harness("matrix", "k8s", path)
     assert proc.returncode == 2
-    assert proc.stdout == (f"FAIL: USAGE: {path}:3: case 'a': image: case 'a': /srv/win7.qcow2 is not under the "
+    assert proc.stdout == (f"FAIL: USAGE: {path}:3: case 'a': image: /srv/win7.qcow2 is not under the "
                            f"images root {tmp_path} (--images-root): in a pod, images come from the images volume\n")
     proc = harness("matrix", "k8s", path, "--images-root", "/srv")
     assert proc.returncode == 0, proc.stdout

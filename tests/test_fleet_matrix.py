@@ -163,6 +163,22 @@ def test_the_json_form_round_trips(tmp_path: Path) -> None:
      "matrix.yaml:3: products[0]: images.h: an image is a path or {selfcheck: true}"),
     ("version: 1\nproducts:\n  - images: {g: {selfcheck: true}}\n    flag_sets: {x: [--memory-mb, '8']}\n",
      "matrix.yaml:4: products[0]: flag_sets.x: case 'g-x': --memory-mb must be at least 16, not 8"),
+    # a mistake in an inherited flag list is blamed where it is, not on the case that inherits it
+    ("version: 1\ndefaults:\n  timeout: 60\n  flags: [--bogus]\ncases:\n  - {name: a, selfcheck: true, flags: [--smp, '1']}\n",
+     "matrix.yaml:4: defaults: flags: unrecognized arguments: --bogus"),
+    ("version: 1\ndefaults:\n  flags: [--snapshot]\ncases:\n  - name: a\n    selfcheck: true\n"
+     "    flags: [--write-to-image]\n",
+     "matrix.yaml:7: case 'a': flags: --snapshot and --write-to-image exclude each other (with defaults.flags)"),
+    ("version: 1\nproducts:\n  - prefix: ref\n    images: {g: {selfcheck: true}}\n    flags: [--memory-mb, '8']\n"
+     "    flag_sets: {x: [], y: [--virtio-transitional]}\n",
+     "matrix.yaml:5: products[0] (prefix 'ref'): flags: --memory-mb must be at least 16, not 8"),
+    ("version: 1\ndefaults:\n  flags: [--smp, '1']\nproducts:\n  - images: {g: {selfcheck: true}}\n"
+     "    flags: [--snapshot]\n    flag_sets:\n      x: []\n      y: [--write-to-image]\n",
+     "matrix.yaml:9: products[0]: flag_sets.y: case 'g-y': --snapshot and --write-to-image exclude each other "
+     "(with products[0].flags)"),
+    ("version: 1\ndefaults:\n  flags: [--snapshot]\nproducts:\n  - images: {g: {selfcheck: true}}\n"
+     "    flag_sets: {x: [--memory-mb, '8']}\n",
+     "matrix.yaml:6: products[0]: flag_sets.x: case 'g-x': --memory-mb must be at least 16, not 8"),
     ("version: 1\ndefaults:\n  flag: [--snapshot]\ncases:\n  - {name: a, selfcheck: true}\n",
      "matrix.yaml:3: defaults: flag: unknown key (known: flags, harness_image, runner, timeout)"),
     ("version: 1\ncases: [1\n", "matrix.yaml:3: not valid YAML: expected ',' or ']', but got '<stream end>'"),
@@ -259,6 +275,13 @@ def test_matrix_run_refuses_a_missing_image_before_starting_anything(tmp_path: P
     assert proc.stdout.splitlines() == [f"FAIL: USAGE: {path}:5: products[0]: images.gone: case 'gone-plain': "
                                         f"disk image not found: {tmp_path / 'images' / 'missing.qcow2'}"]
     assert not out.exists()  # nothing started, not even a case's folder
+    path.write_text("version: 1\ncases:\n  - {name: present, image: images/win7.qcow2}\n"
+                    "  - {name: gone, image: images/missing.qcow2}\n", encoding="utf-8")
+    proc = harness("matrix", "run", path, "--out-dir", out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"FAIL: USAGE: {path}:4: case 'gone': image: disk image not found: "
+                                        f"{tmp_path / 'images' / 'missing.qcow2'}"]  # the case named once
+    assert not out.exists()
 
 
 def test_matrix_run_refuses_bad_jobs(tmp_path: Path) -> None:

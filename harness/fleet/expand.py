@@ -19,6 +19,7 @@ from harness.fleet.loader import Document, Path_, load
 from harness.fleet.schema import DEFAULT_RUNNER, NAME_PATTERN
 
 SELFCHECK_PLACEHOLDER = "reference-guest.qcow2"
+DEFAULT_FLAGS: Path_ = ("defaults", "flags")
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,10 @@ class Matrix:
         return [case.name for case in self.cases]
 
     def fail(self, case: Case, what: str) -> UsageError:
-        """A UsageError about a case's image, pointing at where the matrix gives it."""
-        return self.document.fail(self.image_keys[case.name], what)
+        """A UsageError about a case's image, pointing at where the matrix gives it, and naming the
+        case when that place does not (a product's image is the image of several cases)."""
+        where = self.image_keys[case.name]
+        return self.document.fail(where, what if where[0] == "cases" else f"case '{case.name}': {what}")
 
     def select(self, names: Sequence[str]) -> list[Case]:
         """The named cases in matrix order (all of them for no names)."""
@@ -77,6 +80,25 @@ def _split(flags: Sequence[str]) -> tuple[list[str], list[str]]:
     flags = [str(f) for f in flags]
     cut = flags.index("--") if "--" in flags else len(flags)
     return flags[:cut], flags[cut + 1:]
+
+
+def _refused(lists: Sequence[tuple[Path_, Sequence[str]]], disk: str, timeout: float) -> bool:
+    try:
+        _check_flags(*_joined(lists), disk, timeout)
+    except UsageError:
+        return True
+    return False
+
+
+def _joined(lists: Sequence[tuple[Path_, Sequence[str]]]) -> tuple[list[str], list[str]]:
+    """The harness flags and the QEMU arguments (after ``--``) of flag lists, in order."""
+    flags: list[str] = []
+    qemu_args: list[str] = []
+    for _where, flag_list in lists:
+        before, after = _split(flag_list)
+        flags += before
+        qemu_args += after
+    return flags, qemu_args
 
 
 def _refuse_owned(flags: Sequence[str]) -> None:
@@ -117,9 +139,11 @@ class _Builder:
         self.where: dict[str, Path_] = {}
         self.image_keys: dict[str, Path_] = {}
 
-    def add(self, *, name: str, where: Path_, name_where: Path_, flags_where: Path_, image_where: Path_,
-            layers: Sequence[Mapping[str, Any]], flag_lists: Sequence[Sequence[str]], image: str | None) -> None:
-        """One case: ``layers`` are the mappings whose keys apply, least specific first."""
+    def add(self, *, name: str, where: Path_, name_where: Path_, image_where: Path_,
+            layers: Sequence[Mapping[str, Any]], flag_lists: Sequence[tuple[Path_, Sequence[str]]],
+            image: str | None) -> None:
+        """One case: ``layers`` are the mappings whose keys apply, least specific first;
+        ``flag_lists`` the case's flag lists after the defaults' (each with where it is given)."""
         if not re.match(NAME_PATTERN, name):
             raise self.document.fail(name_where, f"the case name '{name}' does not match {NAME_PATTERN}")
         if name in self.where:
@@ -135,26 +159,55 @@ class _Builder:
                     found = layer[key]
             return found
 
-        flags: list[str] = []
-        qemu_args: list[str] = []
-        for flag_list in [self.defaults.get("flags") or [], *flag_lists]:
-            before, after = _split(flag_list)
-            flags += before
-            qemu_args += after
+        lists = [(DEFAULT_FLAGS, self.defaults.get("flags") or []), *flag_lists]
         selfcheck = image is None
         timeout = pick("timeout")
         if timeout is None:
             timeout = _harness_timeout(selfcheck)
         path = _image(self.document, image) if image is not None else None
+        disk = str(path or SELFCHECK_PLACEHOLDER)
         try:
-            memory_mb, smp = _check_flags(flags, qemu_args, str(path or SELFCHECK_PLACEHOLDER), float(timeout))
+            memory_mb, smp = _check_flags(*_joined(lists), disk, float(timeout))
         except UsageError as err:
-            who = "" if where[0] == "cases" else f"case '{name}': "
-            raise self.document.fail(flags_where, f"{who}{err.detail}") from None
+            raise self._blame(name, lists, disk, float(timeout), err) from None
+        flags, qemu_args = _joined(lists)
         self.cases.append(Case(name=name, selfcheck=selfcheck, image=path, flags=tuple(flags),
                                qemu_args=tuple(qemu_args), timeout_s=float(timeout),
                                runner=tuple(pick("runner") or DEFAULT_RUNNER), harness_image=pick("harness_image"),
                                memory_mb=memory_mb, smp=smp))
+
+    def _blame(self, name: str, lists: Sequence[tuple[Path_, Sequence[str]]], disk: str, timeout: float,
+               err: UsageError) -> UsageError:
+        """The error at the flag list that made the case's flags fail: the first list whose flags,
+        joined to those before it, are refused (so a mistake in ``defaults.flags`` or a product's
+        ``flags`` is blamed there, not on every case that inherits it)."""
+        for count in range(1, len(lists)):
+            if not lists[count - 1][1]:
+                continue
+            try:
+                _check_flags(*_joined(lists[:count]), disk, timeout)
+            except UsageError as found:
+                err, lists = found, lists[:count]
+                break
+        where, _flags = lists[-1]
+        joined = self._with(lists, disk, timeout)
+        who = f"case '{name}': " if where[0] == "products" and where[2] == "flag_sets" else ""
+        return self.document.fail(where, f"{who}{err.detail}{joined}")
+
+    def _with(self, lists: Sequence[tuple[Path_, Sequence[str]]], disk: str, timeout: float) -> str:
+        """`` (with defaults.flags)``: the earlier lists the last one is refused with, when it is
+        accepted on its own; else nothing."""
+        *earlier, last = lists
+        earlier = [layer for layer in earlier if layer[1]]
+        if not earlier or _refused([last], disk, timeout):
+            return ""
+        causes = [layer for layer in earlier if _refused([layer, last], disk, timeout)] or earlier
+        return f" (with {' and '.join(self._label(where) for where, _flags in causes)})"
+
+    @staticmethod
+    def _label(where: Path_) -> str:
+        """``defaults.flags``, ``products[0].flags``."""
+        return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where).removeprefix(".")
 
 
 def expand(document: Document) -> Matrix:
@@ -162,17 +215,18 @@ def expand(document: Document) -> Matrix:
     for i, case in enumerate(document.data.get("cases") or []):
         where: Path_ = ("cases", i)
         builder.add(name=str(case["name"]), where=where, name_where=(*where, "name"), image_where=(*where, "image"),
-                    flags_where=(*where, "flags") if "flags" in case else where, layers=[case],
-                    flag_lists=[case.get("flags") or []], image=None if case.get("selfcheck") else str(case["image"]))
+                    layers=[case], flag_lists=[((*where, "flags") if "flags" in case else where,
+                                                case.get("flags") or [])],
+                    image=None if case.get("selfcheck") else str(case["image"]))
     for p, product in enumerate(document.data.get("products") or []):
         prefix = f"{product['prefix']}-" if product.get("prefix") else ""
         for image_key, image in product["images"].items():
             for set_key, set_flags in product["flag_sets"].items():
                 where = ("products", p, "flag_sets", set_key)
                 builder.add(name=f"{prefix}{image_key}-{set_key}", where=where,
-                            name_where=("products", p, "images", image_key), flags_where=where,
+                            name_where=("products", p, "images", image_key),
                             image_where=("products", p, "images", image_key), layers=[product],
-                            flag_lists=[product.get("flags") or [], set_flags],
+                            flag_lists=[(("products", p, "flags"), product.get("flags") or []), (where, set_flags)],
                             image=None if isinstance(image, Mapping) else str(image))
     return Matrix(document, tuple(builder.cases), int(document.data.get("parallelism") or 1), builder.image_keys)
 

@@ -81,7 +81,7 @@ def pod_image(matrix: Matrix, case: Case, root: Path) -> PurePosixPath:
     try:
         relative = host.relative_to(PurePosixPath(root))
     except ValueError:
-        raise matrix.fail(case, f"case '{case.name}': {host} is not under the images root {root} (--images-root): "
+        raise matrix.fail(case, f"{host} is not under the images root {root} (--images-root): "
                                 "in a pod, images come from the images volume") from None
     return IMAGES / relative
 

@@ -66,7 +66,7 @@ def check_images(matrix: Matrix, cases: Sequence[Case]) -> None:
             try:
                 disk_image_file(Path(case.image))
             except UsageError as err:
-                raise matrix.fail(case, f"case '{case.name}': {err.detail}") from None
+                raise matrix.fail(case, err.detail) from None
 
 
 def check_harness_images(matrix: Matrix, cases: Sequence[Case], override: str | None) -> None:
