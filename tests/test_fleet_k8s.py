@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -141,8 +142,8 @@ def test_the_job_is_indexed_one_case_an_index(tmp_path: Path) -> None:
     assert rules[1]["action"] == "FailIndex" and 6 not in rules[1]["onExitCodes"]["values"]
     assert sorted(rules[1]["onExitCodes"]["values"]) == [1, 2, 3, 4, 5, 130]
     (container,) = pod_of(job)["containers"]
-    assert container["args"] == ["matrix", "exec", "/etc/aero-win7-matrix/cases.json", "--out-dir", "/out",
-                                 "--network-isolation", "off"]
+    assert container["args"] == ["matrix", "exec", "/etc/aero-win7-matrix/cases.json", "--out-root", "/out",
+                                 "--network-isolation", "off", "--require-kvm"]
     index = next(e for e in container["env"] if e["name"] == "JOB_COMPLETION_INDEX")
     assert "batch.kubernetes.io/job-completion-index" in index["valueFrom"]["fieldRef"]["fieldPath"]
     assert policy["spec"] == {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "aero-win7-fleet"}},
@@ -173,7 +174,8 @@ def test_the_pods_are_locked_down(tmp_path: Path, which: int) -> None:
     if which == 2:
         assert mounts["/images"]["readOnly"] is True
         assert volumes["images"]["persistentVolumeClaim"]["readOnly"] is True
-        assert mounts["/out"]["subPathExpr"] == "case-$(JOB_COMPLETION_INDEX)"
+        # the whole claim: exec makes case-<index>/ as the pod's user, not the kubelet as root
+        assert mounts["/out"] == {"name": "out", "mountPath": "/out"}
         assert container["resources"]["limits"]["devices.kubevirt.io/kvm"] == "1"
         assert container["resources"]["requests"] == {"cpu": "4", "memory": "5120Mi", "devices.kubevirt.io/kvm": "1"}
         assert pod["activeDeadlineSeconds"] == 600 + k8s.DEADLINE_MARGIN_S
@@ -226,6 +228,94 @@ def test_exec_needs_an_index(tmp_path: Path) -> None:
                                                  "--format json' prints)\n")
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_nodes_kvm_group_is_a_supplemental_group(validate: Any, tmp_path: Path, version: str) -> None:
+    _configmap, _policy, job, merge_job = render(tmp_path, kvm_group=36)
+    validate(job, version, strict=True)
+    assert pod_of(job)["securityContext"]["supplementalGroups"] == [36]
+    assert "supplementalGroups" not in pod_of(merge_job)["securityContext"]  # the merge touches no device
+    proc = harness("matrix", "k8s", EXAMPLE, "--kvm-group", "36")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rendered = list(pyyaml.safe_load_all(proc.stdout))[2]
+    assert pod_of(rendered)["securityContext"]["supplementalGroups"] == [36]
+    for bad in ("0", "kvm"):
+        proc = harness("matrix", "k8s", EXAMPLE, "--kvm-group", bad)
+        assert (proc.returncode, proc.stdout) == (2, f"FAIL: USAGE: argument --kvm-group: not a whole number of at "
+                                                     f"least 1: '{bad}'\n")
+
+
+STALE = {"results.json": '{"verdict": "PASS", "token": null, "exit_code": 0, "detail": "", "tests": {}}',
+         "junit.xml": "<testsuites/>", "report.html": "<p>PASS</p>", "screenshot.png": "png",
+         "case.json": '{"name": "other", "exit_code": 0}', "console.log": "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS\n"}
+
+
+def stale_run(folder: Path) -> None:
+    """What an earlier, passing run of a case left in its folder."""
+    folder.mkdir(parents=True)
+    for name, text in STALE.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "serial.log").write_text("earlier\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["out-dir", "out-root"])
+def test_exec_removes_an_earlier_runs_verdict_before_the_case_runs(tmp_path: Path, layout: str) -> None:
+    """A pod that ends early (here: its disk image is gone, USAGE before anything boots) must not
+    leave the earlier run's PASS for the merge to find."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("version: 1\ncases:\n  - {name: ok, selfcheck: true}\n  - {name: gone, image: gone.qcow2}\n",
+                      encoding="utf-8")
+    cases = tmp_path / "cases.json"
+    cases.write_text(k8s.cases_json(load_matrix(matrix).cases), encoding="utf-8")
+    volume = tmp_path / "out-volume"
+    stale_run(volume / "case-1")
+    where = ["--out-dir", volume / "case-1"] if layout == "out-dir" else ["--out-root", volume]
+    proc = harness("matrix", "exec", cases, *where, env={"JOB_COMPLETION_INDEX": "1"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"FAIL: USAGE: disk image not found: {tmp_path / 'gone.qcow2'}"
+    left = sorted(p.name for p in (volume / "case-1").iterdir() if not p.name.startswith("."))  # not its lock
+    assert left == ["case.json", "serial.log"], left  # the reports went; other files are the harness's to replace
+    record = json.loads((volume / "case-1" / "case.json").read_text())
+    assert (record["name"], record["runner"]) == ("gone", "matrix exec")
+    proc = harness("merge", "--by-index", volume / "case-0", volume / "case-1", "--expect-cases", cases,
+                   "--out-dir", volume)
+    merged = json.loads((volume / "results.json").read_text())
+    assert [(c["name"], c["token"]) for c in merged["cases"]] == [("ok", "RUN_MISSING"), ("gone", "RESULTS_MISSING")]
+    assert proc.returncode == 6 and merged["verdict"] == "FAIL", proc.stdout
+
+
+def test_exec_out_root_makes_the_index_folder(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps([{"name": "gone", "selfcheck": False, "image": str(tmp_path / "gone.qcow2"),
+                                  "flags": [], "timeout": 5, "runner": []}]), encoding="utf-8")
+    volume = tmp_path / "out-volume"
+    proc = harness("matrix", "exec", cases, "--index", "0", "--out-root", volume)
+    assert (proc.returncode, proc.stdout) == (2, f"FAIL: USAGE: --out-root {volume}: no such folder (the out "
+                                                 "volume's mount)\n")
+    volume.mkdir()
+    proc = harness("matrix", "exec", cases, "--index", "0", "--out-root", volume)
+    assert proc.returncode == 2 and "disk image not found" in proc.stdout, proc.stdout
+    record = json.loads((volume / "case-0" / "case.json").read_text())
+    assert record["argv"][-2:] == ["--out-dir", str(volume / "case-0")]
+    (volume / "case-0").rename(volume / "elsewhere")
+    (volume / "case-0").symlink_to(volume / "elsewhere")
+    proc = harness("matrix", "exec", cases, "--index", "0", "--out-root", volume)
+    assert (proc.returncode, proc.stdout) == (2, f"FAIL: USAGE: {volume / 'case-0'} is a symbolic link: the fleet "
+                                                 "does not write through links; remove it\n")
+    proc = harness("matrix", "exec", cases, "--index", "0")
+    assert proc.returncode == 2 and "one of the arguments --out-dir --out-root is required" in proc.stdout
+
+
+def test_why_kvm_cannot_be_opened(tmp_path: Path) -> None:
+    from harness.fleet.pod import kvm_problem
+
+    assert kvm_problem(tmp_path / "kvm") == (f"{tmp_path / 'kvm'} is not in this pod: ask for the KVM device "
+                                             "plugin's resource (devices.kubevirt.io/kvm) and check that the node "
+                                             "runs the plugin")
+    (tmp_path / "kvm").write_bytes(b"")
+    assert kvm_problem(tmp_path / "kvm") == f"{tmp_path / 'kvm'} is not a character device"
+    assert kvm_problem(Path("/dev/null")) is None  # open to everyone (a 0660 device is run in Docker below)
+
+
 @pytest.mark.qemu
 @pytest.mark.usefixtures("qemu", "no_stray_qemu")
 def test_exec_hands_over_to_the_harness(tmp_path: Path, make_guest: Any, ports: tuple[int, int]) -> None:
@@ -255,11 +345,29 @@ def test_exec_hands_over_to_the_harness(tmp_path: Path, make_guest: Any, ports: 
 # -- the pod's container contract, in Docker -------------------------------------------------------------
 
 
+KVM_GROUP = 4242  # a node's kvm group, for a 0660 /dev/kvm
+
+
+def node_kvm(tmp_path: Path) -> Path:
+    """/dev/kvm as a node with a kvm group has it (0660, root:kvm): a device node of its own, which
+    Docker, like a container runtime for the device plugin, creates in the container with its owner
+    and mode."""
+    if os.geteuid() != 0:
+        missing_prerequisite("making a device node needs root")
+    node = tmp_path / "node-dev" / "kvm"
+    node.parent.mkdir()
+    os.mknod(node, stat.S_IFCHR | 0o660, os.makedev(10, 232))
+    os.chown(node, 0, KVM_GROUP)
+    node.chmod(0o660)
+    return node
+
+
 def run_pod(engine: docker.DockerClient, image: str, pod: dict[str, Any], env: dict[str, str],
-            mounts: dict[str, Path]) -> tuple[int, str]:
-    """A pod's one container run by Docker with the pod's settings: its user, read-only root, no
-    capability, no new privileges, its emptyDirs as tmpfs, resolv.conf naming its nameservers,
-    its sysctls, and no network (the NetworkPolicy); ``mounts`` stand for its other volumes."""
+            mounts: dict[str, Path], kvm: Path | None = None) -> tuple[int, str]:
+    """A pod's one container run by Docker with the pod's settings: its user and supplemental
+    groups, read-only root, no capability, no new privileges, its emptyDirs as tmpfs, resolv.conf
+    naming its nameservers, its sysctls, and no network (the NetworkPolicy); ``mounts`` stand for
+    its other volumes, ``kvm`` for the device the KVM device plugin gives the pod it asks for."""
     (container,) = pod["containers"]
     security = container["securityContext"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -268,13 +376,17 @@ def run_pod(engine: docker.DockerClient, image: str, pod: dict[str, Any], env: d
     assert set(scratch) == {"/tmp", "/var/tmp"}
     others = {m["mountPath"]: m for m in container["volumeMounts"] if "emptyDir" not in volumes[m["name"]]}
     assert set(others) == set(mounts)
+    assert all("subPath" not in m and "subPathExpr" not in m for m in others.values())
     binds = [docker.types.Mount(path, str(mounts[path]), type="bind", read_only=bool(m.get("readOnly")))
              for path, m in others.items()]
+    asks_kvm = k8s.KVM_RESOURCE in container["resources"].get("limits", {})
+    assert (kvm is not None) <= asks_kvm
     user = pod["securityContext"]
     run = engine.containers.run(
         image, container["args"], detach=True, mounts=binds,
         environment={e["name"]: e["value"] for e in container["env"] if "value" in e} | env,
-        user=f"{user['runAsUser']}:{user['runAsGroup']}", read_only=security["readOnlyRootFilesystem"],
+        user=f"{user['runAsUser']}:{user['runAsGroup']}", group_add=[str(g) for g in user.get("supplementalGroups", [])],
+        devices=[f"{kvm}:/dev/kvm:rwm"] if kvm is not None else [], read_only=security["readOnlyRootFilesystem"],
         cap_drop=security["capabilities"]["drop"], privileged=security["privileged"],
         security_opt=["no-new-privileges"] if security["allowPrivilegeEscalation"] is False else [],
         tmpfs=scratch, network_mode="none", dns=pod["dnsConfig"]["nameservers"],
@@ -286,34 +398,46 @@ def run_pod(engine: docker.DockerClient, image: str, pod: dict[str, Any], env: d
         run.remove(force=True)
 
 
+TWO = "version: 1\ncases:\n  - {name: a, selfcheck: true}\n  - {name: b, selfcheck: true, flags: [--virtio-transitional]}\n"
+
+
+def pod_volumes(tmp_path: Path, configmap: dict[str, Any], owner: int) -> tuple[Path, Path, Path]:
+    """The ConfigMap's folder, an empty images volume and an out volume whose root belongs to ``owner``."""
+    config = tmp_path / "configmap"
+    config.mkdir()
+    (config / "cases.json").write_text(configmap["data"]["cases.json"], encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    volume = tmp_path / "out-volume"
+    volume.mkdir()
+    os.chown(volume, owner, owner)
+    return config, images, volume
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_the_pods_run_a_case_and_the_merge_as_the_manifests_say(engine: docker.DockerClient, harness_image: str,  # noqa: F811
                                                                 tmp_path: Path) -> None:
-    """Index 1 of a two-case Job, then the merge Job over the out volume (where index 0 never ran)."""
-    configmap, _policy, job, merge_job = render(
-        tmp_path, text="version: 1\ncases:\n  - {name: a, selfcheck: true}\n"
-                       "  - {name: b, selfcheck: true, flags: [--virtio-transitional]}\n")
-    config = tmp_path / "configmap"
-    config.mkdir()
-    (config / "cases.json").write_text(configmap["data"]["cases.json"], encoding="utf-8")
-    volume = tmp_path / "out-volume"
-    out = volume / "case-1"  # the subPathExpr of index 1
-    out.mkdir(parents=True)
+    """Index 1 of a two-case Job on a node whose /dev/kvm is 0660 root:kvm, rendered with that
+    group; then the merge Job over the out volume (where index 0 never ran). The out volume's root
+    belongs to the pod's user, as deploy/kubernetes/README.md asks of the claim; the index's folder
+    is the pod's own making."""
+    configmap, _policy, job, merge_job = render(tmp_path, text=TWO, kvm_group=KVM_GROUP)
     pod = pod_of(job)
-    for folder in (volume, out):
-        os.chown(folder, pod["securityContext"]["runAsUser"], pod["securityContext"]["fsGroup"])
-    images = tmp_path / "images"
-    images.mkdir()
+    config, images, volume = pod_volumes(tmp_path, configmap, pod["securityContext"]["runAsUser"])
+    out = volume / "case-1"
     code, logs = run_pod(engine, harness_image, pod, {"JOB_COMPLETION_INDEX": "1"},
-                         {"/etc/aero-win7-matrix": config, "/images": images, "/out": out})
+                         {"/etc/aero-win7-matrix": config, "/images": images, "/out": volume}, kvm=node_kvm(tmp_path))
+    assert out.stat().st_uid == pod["securityContext"]["runAsUser"]  # made by the pod, not by a kubelet as root
     results = json.loads((out / "results.json").read_text())
     assert code == results["exit_code"], logs
     assert json.loads((out / "case.json").read_text())["name"] == "b"
     assert results["layout"] == "transitional"  # index 1's flags reached the harness
     assert "start" in results["timeline"]["phases"], logs  # the guest booted and its selftest began
     assert results["network_isolation"]["isolated"] is False  # the pod is the namespace: --network-isolation off
-    assert "guest name server: answering on 127.0.0.1:53" in (out / "harness.log").read_text(), logs
+    log = (out / "harness.log").read_text()
+    assert "guest name server: answering on 127.0.0.1:53" in log, logs
+    assert "not readable and writable" not in log  # the device was open to the pod; KVM or TCG is the probe's call
 
     code, logs = run_pod(engine, harness_image, pod_of(merge_job), {},
                          {"/etc/aero-win7-matrix": config, "/out": volume})
@@ -322,3 +446,41 @@ def test_the_pods_run_a_case_and_the_merge_as_the_manifests_say(engine: docker.D
     assert [(c["name"], c["token"] if c["name"] == "a" else c["verdict"]) for c in merged["cases"]] == [
         ("a", "RUN_MISSING"), ("b", results["verdict"])]
     assert (volume / "index.html").is_file() and 'href="case-1/report.html"' in (volume / "index.html").read_text()
+
+
+@pytest.mark.docker
+def test_a_pod_that_cannot_write_or_open_kvm_says_why_at_once(engine: docker.DockerClient, harness_image: str,  # noqa: F811
+                                                              tmp_path: Path) -> None:
+    """Nothing boots in any of these: an out volume the pod's user cannot write into, an index
+    folder a kubelet made as root, and a 0660 /dev/kvm without its group (no silent TCG)."""
+    configmap, _policy, job, _merge = render(tmp_path, text=TWO)
+    pod = pod_of(job)
+    uid = pod["securityContext"]["runAsUser"]
+    config, images, volume = pod_volumes(tmp_path, configmap, 0)
+    mounts = {"/etc/aero-win7-matrix": config, "/images": images, "/out": volume}
+    kvm = node_kvm(tmp_path)
+    code, logs = run_pod(engine, harness_image, pod, {"JOB_COMPLETION_INDEX": "0"}, mounts, kvm=kvm)
+    assert (code, logs.splitlines()[-1]) == (2, "FAIL: USAGE: cannot create the case's out dir /out/case-0: "
+                                                f"Permission denied (this process: uid {uid}, groups {uid}; /out must "
+                                                "be writable by it)")
+    os.chown(volume, uid, uid)
+    (volume / "case-0").mkdir()  # what a subPath mount's kubelet leaves: root's, 0755
+    code, logs = run_pod(engine, harness_image, pod, {"JOB_COMPLETION_INDEX": "0"}, mounts, kvm=kvm)
+    assert (code, logs.splitlines()[-1]) == (2, "FAIL: USAGE: the case's out dir /out/case-0 is not writable by this "
+                                                f"process (uid {uid}, groups {uid})")
+    code, logs = run_pod(engine, harness_image, pod, {"JOB_COMPLETION_INDEX": "1"}, mounts, kvm=kvm)
+    said = (f"FAIL: INFRA: case b: KVM is required (--require-kvm) but /dev/kvm (mode 0660, owner 0:{KVM_GROUP}) "
+            f"cannot be opened by uid {uid} (groups {uid}): give the pod the device's group (matrix k8s --kvm-group "
+            f"{KVM_GROUP}, the pod's supplementalGroups), or have the container runtime give devices the pod's user "
+            "(device_ownership_from_security_context), or make /dev/kvm 0666 on the nodes; see "
+            "deploy/kubernetes/README.md")
+    assert (code, logs.splitlines()[-1]) == (6, said)
+    record = json.loads((volume / "case-1" / "case.json").read_text())
+    assert (record["name"], record["exit_code"], record["verdict_line"]) == ("b", 6, said)
+    cases = volume / "cases.json"
+    cases.write_text(configmap["data"]["cases.json"], encoding="utf-8")
+    proc = harness("merge", "--by-index", volume / "case-0", volume / "case-1", "--expect-cases", cases,
+                   "--out-dir", tmp_path / "merged")
+    assert proc.returncode == 6, proc.stdout
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert merged["cases"][1]["token"] == "RESULTS_MISSING" and said in merged["cases"][1]["detail"]

@@ -3,8 +3,9 @@
     matrix validate FILE                       check it; nothing starts
     matrix list FILE [--format table|json|github]
     matrix run FILE [--jobs N] [--out-dir DIR] [--case NAME]... [--image IMAGE]
-    matrix k8s FILE [--name NAME] [--image IMAGE] [--images-claim C] [--out-claim C] [--merge-job]
-    matrix exec CASES.json [--index N] --out-dir DIR    (inside a pod: run one case of the list)
+    matrix k8s FILE [--name NAME] [--image IMAGE] [--images-claim C] [--out-claim C] [--kvm-group GID] [--merge-job]
+    matrix exec CASES.json [--index N] --out-dir DIR|--out-root DIR [--require-kvm]
+                                               (inside a pod: run one case of the list)
 
 Heavy imports (YAML, JSON Schema, Docker) happen in ``execute``: every run of the harness builds
 this parser.
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from harness.errors import ExitCode, UsageError
+from harness.errors import ExitCode
 
 HELP = "check, list, run (locally, N at a time), or render for Kubernetes a matrix file of cases"
 
@@ -83,7 +83,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="the folder whose content that volume holds: a case's image DIR/x.qcow2 is "
                           "/images/x.qcow2 in the pod (default: the matrix file's folder)")
     k8s.add_argument("--out-claim", default="aero-win7-out", metavar="CLAIM",
-                     help="PersistentVolumeClaim shared by the pods; index I writes case-I/ (default: %(default)s)")
+                     help="PersistentVolumeClaim shared by the pods, mounted at /out: index I makes and writes "
+                          "case-I/, so its root must be writable by uid 10001 (default: %(default)s)")
+    k8s.add_argument("--kvm-group", type=_positive, default=None, metavar="GID",
+                     help="the nodes' /dev/kvm group, added to the pods' supplementalGroups: needed where /dev/kvm "
+                          "is 0660 and the container runtime keeps the node's owner (see deploy/kubernetes/README.md)")
     k8s.add_argument("--merge-job", action="store_true",
                      help="print the Job that merges the out volume instead (apply it once the matrix Job ended)")
 
@@ -92,9 +96,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run_one.add_argument("cases", type=Path, metavar="CASES.json")
     run_one.add_argument("--index", type=_index, default=None, metavar="N",
                          help="which case (default: $JOB_COMPLETION_INDEX)")
-    run_one.add_argument("--out-dir", type=Path, required=True, metavar="DIR", help="the case's out dir")
+    where = run_one.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out-dir", type=Path, default=None, metavar="DIR", help="the case's out dir")
+    where.add_argument("--out-root", type=Path, default=None, metavar="DIR",
+                       help="a shared out volume: the case writes DIR/case-<index>, which this process creates")
     run_one.add_argument("--network-isolation", choices=("auto", "on", "off"), default=None,
                          help="passed to the harness after the case's flags")
+    run_one.add_argument("--require-kvm", action="store_true",
+                         help="the pod was given /dev/kvm: end with INFRA, saying why, when this user cannot "
+                              "open it (instead of a silent run under TCG)")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -155,7 +165,8 @@ def _k8s(args: argparse.Namespace) -> int:
 
     matrix = load_matrix(args.file)
     options = k8s.K8sOptions(name=args.name, namespace=args.namespace, image=args.image or k8s.K8sOptions.image,
-                             images_claim=args.images_claim, out_claim=args.out_claim, images_root=args.images_root)
+                             images_claim=args.images_claim, out_claim=args.out_claim, images_root=args.images_root,
+                             kvm_group=args.kvm_group)
     documents = k8s.manifests(matrix, options, merge=args.merge_job)
     what = "the merge Job" if args.merge_job else "the ConfigMap, NetworkPolicy and Indexed Job"
     header = f"# {what} of {args.file.name}, rendered by aero-win7-harness matrix k8s\n"
@@ -165,34 +176,9 @@ def _k8s(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from harness.fleet.case import cases_from_json
-    from harness.fleet.record import CaseRecord, now
+    from harness.fleet.pod import exec_case
 
-    try:
-        cases = cases_from_json(json.loads(args.cases.read_text(encoding="utf-8")))
-    except OSError as err:
-        raise UsageError(f"cannot read {args.cases}: {err.strerror}") from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{args.cases}: not JSON ({err})") from err
-    index = args.index
-    if index is None:
-        text = os.environ.get("JOB_COMPLETION_INDEX", "")
-        if not text.isdigit():
-            raise UsageError("no --index and no JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job)")
-        index = int(text)
-    if index >= len(cases):
-        raise UsageError(f"index {index}: {args.cases} has {len(cases)} case(s)")
-    case = cases[index]
-    extra = ["--network-isolation", args.network_isolation] if args.network_isolation else []
-    argv = [sys.executable, "-m", "harness", *case.harness_argv(args.out_dir, extra)]
-    try:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        CaseRecord(case, argv, "matrix exec", now()).write(args.out_dir)
-    except OSError as err:
-        raise UsageError(f"cannot write to --out-dir {args.out_dir}: {err.strerror}") from err
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, argv)  # the harness takes this process's place: its exit code is the pod's
+    exec_case(args.cases, args.index, args.out_dir, args.out_root, args.network_isolation, args.require_kvm)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -9,14 +9,19 @@
   once more only after an INFRA exit (6) and never after a verdict, a disruption not counted.
 
 Each pod: ``/dev/kvm`` through the KVM device plugin's resource (``devices.kubevirt.io/kvm``),
-never privileged; the image's non-root user; every capability dropped; RuntimeDefault seccomp;
-a read-only root file system with emptyDirs at ``/tmp`` and ``/var/tmp`` (QEMU's snapshot
-overlay); the images volume read-only at ``/images``; the shared out volume's folder
-``case-<index>`` at ``/out``. The pod's resolv.conf names 127.0.0.1 (dnsPolicy None), where the
-harness answers the guest's name lookups, on port 53, which the pod's
-``net.ipv4.ip_unprivileged_port_start=53`` sysctl (a namespaced "safe" sysctl) lets its non-root
-user bind. The harness runs with ``--network-isolation off``: the pod is the network namespace.
-``--merge-job`` renders the Job that merges the out volume afterwards.
+never privileged; the image's non-root user; every capability dropped; RuntimeDefault seccomp; a
+read-only root file system with emptyDirs at ``/tmp`` and ``/var/tmp`` (QEMU's snapshot overlay);
+the images volume read-only at ``/images``; the shared out volume at ``/out``, where ``matrix exec
+--out-root /out`` makes the index's own ``case-<index>`` folder as the pod's user (a ``subPath``
+folder would be made by the kubelet as root, which a non-root pod cannot write into where the
+volume ignores ``fsGroup``, as NFS does); ``--require-kvm``: the KVM device it was given must be
+open to the pod's user, else an INFRA failure saying why, never a silent TCG run; ``--kvm-group
+GID`` puts the nodes' kvm group among the pod's ``supplementalGroups`` (for a 0660 ``/dev/kvm``).
+The pod's resolv.conf names 127.0.0.1 (dnsPolicy None), where the harness answers the guest's name
+lookups, on port 53, which the pod's ``net.ipv4.ip_unprivileged_port_start=53`` sysctl (a
+namespaced "safe" sysctl) lets its non-root user bind. The harness runs with ``--network-isolation
+off``: the pod is the network namespace. ``--merge-job`` renders the Job that merges the out volume
+afterwards.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from harness import __version__
 from harness.errors import ExitCode, UsageError
 from harness.fleet.case import Case
+from harness.fleet.casedir import index_folder
 from harness.fleet.expand import Matrix
 
 KVM_RESOURCE = "devices.kubevirt.io/kvm"
@@ -62,6 +68,7 @@ class K8sOptions:
     images_root: Path | None = None  # the host folder the images volume holds (default: the matrix file's)
     tmp_size: str = "1Gi"
     var_tmp_size: str = "16Gi"  # QEMU's -snapshot overlay: as large as what the guest writes
+    kvm_group: int | None = None  # the nodes' /dev/kvm group, for a 0660 device (supplementalGroups)
 
     def check(self) -> None:
         for flag, value in (("--name", self.name), ("--images-claim", self.images_claim),
@@ -72,6 +79,8 @@ class K8sOptions:
                                  "at most 52 characters)")
         if not self.image or any(c.isspace() for c in self.image):
             raise UsageError(f"--image {self.image!r}: not an image reference")
+        if self.kvm_group is not None and not 0 < self.kvm_group < 2**31:
+            raise UsageError(f"--kvm-group {self.kvm_group}: not a group id (1 to {2**31 - 1})")
 
 
 def pod_image(matrix: Matrix, case: Case, root: Path) -> PurePosixPath:
@@ -104,19 +113,24 @@ def _metadata(options: K8sOptions, name: str, component: str) -> dict[str, Any]:
     return meta
 
 
-def _security() -> tuple[dict[str, Any], dict[str, Any]]:
+def _security(kvm_group: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The pod's and the container's securityContext."""
     seccomp = {"type": "RuntimeDefault"}
-    pod = {"runAsNonRoot": True, "runAsUser": IMAGE_USER, "runAsGroup": IMAGE_USER, "fsGroup": IMAGE_USER,
-           "seccompProfile": seccomp, "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}]}
+    pod: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": IMAGE_USER, "runAsGroup": IMAGE_USER,
+                           "fsGroup": IMAGE_USER}
+    if kvm_group is not None:
+        pod["supplementalGroups"] = [kvm_group]
+    pod |= {"seccompProfile": seccomp,
+            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}]}
     container = {"allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
                  "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": seccomp}
     return pod, container
 
 
 def _pod_spec(options: K8sOptions, args: list[str], mounts: list[dict[str, Any]], volumes: list[dict[str, Any]],
-              resources: dict[str, Any], env: list[dict[str, Any]], deadline_s: int) -> dict[str, Any]:
-    pod_security, container_security = _security()
+              resources: dict[str, Any], env: list[dict[str, Any]], deadline_s: int,
+              kvm_group: int | None = None) -> dict[str, Any]:
+    pod_security, container_security = _security(kvm_group)
     return {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -168,13 +182,14 @@ def job(options: K8sOptions, cases: Sequence[Case], parallelism: int) -> dict[st
     count = len(cases)
     parallel = min(parallelism, count)
     memory = max(case.memory_mb for case in cases) + MEMORY_OVERHEAD_MB
-    args = ["matrix", "exec", str(MATRIX_MOUNT / CASES_KEY), "--out-dir", str(OUT), "--network-isolation", "off"]
+    args = ["matrix", "exec", str(MATRIX_MOUNT / CASES_KEY), "--out-root", str(OUT), "--network-isolation", "off",
+            "--require-kvm"]
     index = {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}
     mounts: list[dict[str, Any]] = [
         {"name": "matrix", "mountPath": str(MATRIX_MOUNT), "readOnly": True},
         {"name": "images", "mountPath": str(IMAGES), "readOnly": True},
-        {"name": "out", "mountPath": str(OUT), "subPathExpr": "case-$(JOB_COMPLETION_INDEX)"},
+        {"name": "out", "mountPath": str(OUT)},  # exec makes case-<index>/ itself, as the pod's user
         *SCRATCH_MOUNTS]
     volumes: list[dict[str, Any]] = [{"name": "matrix", "configMap": {"name": f"{options.name}-matrix"}},
                {"name": "images", "persistentVolumeClaim": {"claimName": options.images_claim, "readOnly": True}},
@@ -182,7 +197,7 @@ def job(options: K8sOptions, cases: Sequence[Case], parallelism: int) -> dict[st
     resources = {"requests": {"cpu": str(max(case.smp for case in cases)), "memory": f"{memory}Mi", KVM_RESOURCE: "1"},
                  "limits": {"memory": f"{memory}Mi", KVM_RESOURCE: "1"}}
     deadline = _pod_deadline(cases)
-    pod = _pod_spec(options, args, mounts, volumes, resources, [index], deadline)
+    pod = _pod_spec(options, args, mounts, volumes, resources, [index], deadline, options.kvm_group)
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(options, options.name, "matrix-case"),
         "spec": {
@@ -206,7 +221,7 @@ def job(options: K8sOptions, cases: Sequence[Case], parallelism: int) -> dict[st
 
 def merge_job(options: K8sOptions, cases: Sequence[Case]) -> dict[str, Any]:
     """The Job that folds the out volume's case folders into OUT (apply it once the matrix Job ended)."""
-    folders = [str(OUT / f"case-{i}") for i in range(len(cases))]
+    folders = [str(OUT / index_folder(i)) for i in range(len(cases))]
     args = ["merge", "--by-index", *folders, "--expect-cases", str(MATRIX_MOUNT / CASES_KEY), "--out-dir", str(OUT)]
     mounts: list[dict[str, Any]] = [{"name": "matrix", "mountPath": str(MATRIX_MOUNT), "readOnly": True},
                                     {"name": "out", "mountPath": str(OUT)}, *SCRATCH_MOUNTS]

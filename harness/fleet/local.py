@@ -28,11 +28,11 @@ from typing import IO
 
 from harness.errors import ExitCode, InterruptedRun, UsageError
 from harness.fleet.case import Case
+from harness.fleet.casedir import prepare
 from harness.fleet.expand import Matrix
 from harness.fleet.merge import Merged, merge
-from harness.fleet.record import CASE_JSON, CONSOLE_LOG, CaseRecord, last_verdict_line, now
+from harness.fleet.record import CONSOLE_LOG, CaseRecord, last_verdict_line, now
 from harness.logsetup import get_logger
-from harness.outputs import STALE_REPORTS
 from harness.qemu.binary import die_with_parent
 
 DEFAULT_OUT = Path("out/matrix")
@@ -94,16 +94,7 @@ def check_harness_images(matrix: Matrix, cases: Sequence[Case], override: str | 
 
 
 def _case_dir(root: Path, case: Case) -> Path:
-    folder = root / case.name
-    if folder.is_symlink():
-        raise UsageError(f"{folder} is a symbolic link: the fleet does not write through links; remove it")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"cannot create the case's out dir {folder}: {err.strerror}") from err
-    for name in (*STALE_REPORTS, CASE_JSON, CONSOLE_LOG):  # an earlier run's verdict must not pass for this one's
-        (folder / name).unlink(missing_ok=True)
-    return folder
+    return prepare(root / case.name)
 
 
 @dataclass
