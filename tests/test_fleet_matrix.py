@@ -236,9 +236,24 @@ def test_list_json_is_the_expanded_cases_on_one_line(tmp_path: Path) -> None:
 def test_list_github_gives_the_outputs_of_a_job(tmp_path: Path) -> None:
     proc = harness("matrix", "list", write(tmp_path, GOOD), "--format", "github", "--case", "ref")
     assert proc.returncode == 0, proc.stderr
-    first, second = proc.stdout.splitlines()
+    first, second, third = proc.stdout.splitlines()
     assert first.startswith("cases=") and [c["name"] for c in json.loads(first.removeprefix("cases="))] == ["ref"]
     assert second == "parallelism=3"
+    assert third == "timeout_minutes=31"  # ref's 1 s, in whole minutes, and 30 for installing and building
+
+
+def test_the_case_jobs_timeout_follows_the_longest_case_or_is_given(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    proc = harness("matrix", "list", path, "--format", "github")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2] == "timeout_minutes=45"  # win7-snd: 900 s = 15 min, + 30
+    proc = harness("matrix", "list", path, "--format", "github", "--job-timeout-minutes", "200")
+    assert proc.stdout.splitlines()[2] == "timeout_minutes=200"
+    proc = harness("matrix", "list", path, "--format", "github", "--job-timeout-minutes", "1.5")
+    assert (proc.returncode, proc.stdout) == (2, "FAIL: USAGE: argument --job-timeout-minutes: not a whole number "
+                                                 "of at least 1: '1.5'\n")
+    path = write(tmp_path, "version: 1\ncases:\n  - {name: a, selfcheck: true, timeout: 61}\n", "short.yaml")
+    assert harness("matrix", "list", path, "--format", "github").stdout.splitlines()[2] == "timeout_minutes=32"
 
 
 def test_list_table_and_an_unknown_case(tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ def test_harness_workflow_uploads_and_summarises_always() -> None:
     assert upload["if"] == "always()"
     assert upload["uses"].startswith("actions/upload-artifact@")
     assert upload["with"]["name"] == "win7-virtio-harness"
-    assert upload["with"]["path"].splitlines() == ["${{ env.OUT_DIR }}", "${{ inputs.serial_log_path }}"]
+    # not the disk overlay a run without snapshot writes (as large as what the guest wrote)
+    assert upload["with"]["path"].splitlines() == ["${{ env.OUT_DIR }}", "${{ inputs.serial_log_path }}",
+                                                   "!${{ env.OUT_DIR }}/**/*.qcow2"]
     summary = _step(workflow, "Job summary")
     assert summary["if"] == "always()"
     assert "harness.ci_summary" in summary["run"] and "$GITHUB_STEP_SUMMARY" in summary["run"]

@@ -1,7 +1,7 @@
 """``aero-win7-harness matrix``: fleet runs described by a matrix file (``harness.fleet``).
 
     matrix validate FILE                       check it; nothing starts
-    matrix list FILE [--format table|json|github]
+    matrix list FILE [--format table|json|github] [--job-timeout-minutes MIN]
     matrix run FILE [--jobs N] [--out-dir DIR] [--case NAME]... [--image IMAGE]
     matrix k8s FILE [--name NAME] [--image IMAGE] [--images-claim C] [--out-claim C] [--kvm-group GID] [--merge-job]
     matrix exec CASES.json [--index N] --out-dir DIR|--out-root DIR [--require-kvm]
@@ -53,9 +53,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("file", type=Path, metavar="FILE")
     listing.add_argument("--format", choices=("table", "json", "github"), default="table",
                          help="table: for people; json: a JSON array of the cases on one line (for CI engines); "
-                              "github: 'cases=<json>' and 'parallelism=N' lines for $GITHUB_OUTPUT "
+                              "github: 'cases=<json>', 'parallelism=N' and 'timeout_minutes=N' lines for "
+                              "$GITHUB_OUTPUT "
                               "(default: %(default)s)")
     listing.add_argument("--case", action="append", default=[], metavar="NAME", help="only this case (repeatable)")
+    listing.add_argument("--job-timeout-minutes", type=_positive, default=None, metavar="MIN",
+                         help="with --format github: the 'timeout_minutes=' line, the case jobs' "
+                              "timeout-minutes (default: the longest case's timeout, rounded up to minutes, plus 30: "
+                              "installing the harness and building its image)")
 
     run = sub.add_parser("run", help="run the cases here, each in the harness's container (aero-win7-docker), "
                                      "N at a time, then merge them")
@@ -137,7 +142,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(data + "\n")
     elif args.format == "github":
-        sys.stdout.write(f"cases={data}\nparallelism={matrix.parallelism}\n")
+        from harness.fleet.case import job_timeout_minutes
+
+        minutes = args.job_timeout_minutes or job_timeout_minutes(cases)
+        sys.stdout.write(f"cases={data}\nparallelism={matrix.parallelism}\ntimeout_minutes={minutes}\n")
     else:
         sys.stdout.write(_table(cases))
     sys.stdout.flush()

@@ -9,12 +9,15 @@ ConfigMap holds; ``from_json`` reads it back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.errors import UsageError
+
+JOB_MARGIN_MIN = 30  # a CI job's time beside its case: installing the harness, building its image
 
 
 def seconds(value: float) -> str:
@@ -82,6 +85,12 @@ class Case:
                        smp=int(data.get("smp", 2)))
         except (KeyError, TypeError, ValueError) as err:
             raise UsageError(f"not a matrix case (as 'matrix list --format json' prints): {err!r}") from err
+
+
+def job_timeout_minutes(cases: Sequence[Case]) -> int:
+    """A CI job's timeout for one of these cases: the longest case's timeout in whole minutes, plus
+    the time to install the harness and build its image."""
+    return math.ceil(max(case.timeout_s for case in cases) / 60) + JOB_MARGIN_MIN
 
 
 def cases_from_json(data: Any) -> list[Case]:
