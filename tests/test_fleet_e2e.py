@@ -1,12 +1,14 @@
-"""``matrix run`` end to end: a 6-case matrix of the reference guest baked into the harness image
-(both layouts, sound on and off, one case made to fail), as ``aero-win7-docker`` containers two
-at a time, then ``merge`` of the same folders. Marked docker and slow: each case boots the
-reference guest under TCG (or KVM where it really works).
+"""``matrix run`` end to end: a 6-case matrix as ``aero-win7-docker`` containers two at a time,
+then ``merge`` of the same folders. Marked docker and slow: each case boots its guest once, under
+TCG (or KVM where it really works).
 
-The verdicts are not taken for granted: every case's merged verdict must be what its own
-results.json says, the exit code the worst of those, and the deliberately failing case (a
-1-second timeout) must fail. Whether the other selfchecks pass depends on the reference guest
-and the device layout, which change on their own.
+The cases: the reference guest baked into the harness image (``selfcheck``) in the transitional
+layout, and made to fail (a 1-second timeout); and a product of two disk images x two flag sets,
+sound on and off through the image: the session's reference-guest builds (shared with the other
+tests, built once), one that does not test sound and one that requires it, each run with and
+without the sound device. Every case's verdict is what it must be: a PASS where the guest and the
+device agree, the guest's own failure (VIRTIO_SND_FAILED) where the image wants a device it does
+not get, and the merge agrees with each case's own results.json.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +32,17 @@ from junitparser import JUnitXml
 from harness.fleet import ranking
 from harness.launcher.container import LABEL
 from tests.conftest import IN_CI, REPO, missing_prerequisite
+from tests.refguest import Built
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IMAGE = os.environ.get("AERO_WIN7_IMAGE", "aero-win7-harness:latest")
 SND = ["--enable-virtio-snd", "--virtio-snd-audio-backend", "wav"]
-MATRIX = f"""\
+
+
+def six_cases(images: Path, ports: tuple[int, int]) -> str:
+    """The matrix: ``images`` holds plain.qcow2 and snd.qcow2, built for ``ports``."""
+    return f"""\
 version: 1
 parallelism: 2
 defaults:
@@ -42,20 +50,29 @@ defaults:
 cases:
   - name: ref-small
     selfcheck: true
-    flags: [--smp, "1", --memory-mb, "1024"]
+    flags: [--smp, "1", --memory-mb, "1024", --virtio-transitional]
   - name: too-short
     selfcheck: true
     timeout: 1
 products:
   - prefix: ref
     images:
-      guest: {{selfcheck: true}}
+      plain: {images / "plain.qcow2"}
+      snd: {images / "snd.qcow2"}
+    flags: [--snapshot, --http-port, "{ports[0]}", --udp-port, "{ports[1]}"]
     flag_sets:
       contract: []
-      transitional: [--virtio-transitional]
       snd: {json.dumps(SND)}
-      transitional-snd: {json.dumps(["--virtio-transitional", *SND])}
 """
+
+
+NAMES = ["ref-small", "too-short", "ref-plain-contract", "ref-plain-snd", "ref-snd-contract", "ref-snd-snd"]
+# (verdict, token, exit code) each case must end with
+EXPECTED = {"ref-small": ("PASS", "PASS", 0), "too-short": ("FAIL", "TIMEOUT", 5),
+            "ref-plain-contract": ("PASS", "PASS", 0), "ref-plain-snd": ("PASS", "PASS", 0),
+            "ref-snd-contract": ("FAIL", "VIRTIO_SND_FAILED", 1), "ref-snd-snd": ("PASS", "PASS", 0)}
+
+
 # What the image must hold as this tree does: the fleet's own code (the pods run it).
 FLEET_SOURCES = """
 import hashlib, json, pathlib, harness
@@ -68,10 +85,6 @@ print(json.dumps({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdi
 def fleet_sources() -> list[Path]:
     root = REPO / "harness"
     return [*root.glob("fleet/*.py"), root / "commands" / "matrix.py", root / "commands" / "merge.py"]
-
-
-NAMES = ["ref-small", "too-short", "ref-guest-contract", "ref-guest-transitional", "ref-guest-snd",
-         "ref-guest-transitional-snd"]
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +119,15 @@ def harness(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProce
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
-def launcher_containers(engine: docker.DockerClient) -> list[str]:
-    return [str(c.name) for c in engine.containers.list(all=True, filters={"label": LABEL})
-            if c.labels.get(f"{LABEL}.pid") != str(os.getpid())]
+def launcher_containers(engine: docker.DockerClient, under: Path) -> list[str]:
+    """The launchers' containers that mount something of ``under`` (this test's folder: others may
+    run containers on the same engine at the same time)."""
+    found = []
+    for container in engine.containers.list(all=True, filters={"label": LABEL}):
+        sources = [str(m.get("Source", "")) for m in container.attrs.get("Mounts", [])]
+        if any(source == str(under) or source.startswith(f"{under}/") for source in sources):
+            found.append(str(container.name))
+    return found
 
 
 def most_at_once(records: list[dict[str, object]]) -> int:
@@ -123,29 +142,44 @@ def most_at_once(records: list[dict[str, object]]) -> int:
     return peak
 
 
+@pytest.fixture
+def disk_images(tmp_path: Path, guest: Built, guest_require_snd: Built) -> Path:
+    """The session's two reference-guest builds in a folder the containers' user may read."""
+    images = tmp_path / "images"
+    images.mkdir()
+    images.chmod(0o755)
+    for name, built in (("plain.qcow2", guest), ("snd.qcow2", guest_require_snd)):
+        shutil.copyfile(built.image, images / name)
+        (images / name).chmod(0o644)
+    return images
+
+
 def test_a_six_case_matrix_runs_two_at_a_time_and_merges(engine: docker.DockerClient, harness_image: str,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, disk_images: Path,
+                                                        guest_ports: tuple[int, int]) -> None:
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(MATRIX, encoding="utf-8")
+    matrix.write_text(six_cases(disk_images, guest_ports), encoding="utf-8")
     out = tmp_path / "out"
-    before = set(launcher_containers(engine))
     started = time.monotonic()
     proc = harness("matrix", "run", matrix, "--jobs", "2", "--out-dir", out, "--image", harness_image, timeout=1800)
     took = time.monotonic() - started
     own = {name: json.loads((out / name / "results.json").read_text()) for name in NAMES}
-    codes = [own[name]["exit_code"] for name in NAMES]
-    assert proc.returncode == ranking.worst(codes), proc.stdout + proc.stderr[-3000:]
-    # the deliberately failing case fails, as its own results say
-    assert (own["too-short"]["verdict"], own["too-short"]["token"], own["too-short"]["exit_code"]) == (
-        "FAIL", "TIMEOUT", 5)
-    assert proc.returncode != 0
-    # the flags reached each run
-    assert {n: own[n]["layout"] for n in NAMES if n.startswith("ref-guest")} == {
-        "ref-guest-contract": "contract", "ref-guest-transitional": "transitional",
-        "ref-guest-snd": "contract", "ref-guest-transitional-snd": "transitional"}
+    # every case ends as it must: the guests that match their devices pass, the others fail as they should
+    assert {n: (own[n]["verdict"], own[n]["token"], own[n]["exit_code"]) for n in NAMES} == EXPECTED, \
+        proc.stdout + proc.stderr[-3000:]
+    assert own["ref-snd-contract"]["tests"]["virtio-snd"]["fields"]["reason"] == "device_missing"
+    assert own["ref-snd-snd"]["tests"]["virtio-snd"]["status"] == "PASS"  # the image's own sound test ran
+    assert proc.returncode == ranking.worst([code for _verdict, _token, code in EXPECTED.values()]) == 5
+    # the flags reached each run: layout, sound device, and the image of each product case
+    assert {n: own[n]["layout"] for n in NAMES} == {n: "transitional" if n == "ref-small" else "contract"
+                                                    for n in NAMES}
     for name in NAMES:
         argv = " ".join(own[name]["qemu"]["argv"] or [])
         assert ("virtio-sound-pci" in argv) == name.endswith("snd"), name
+    for name in NAMES[2:]:
+        image = disk_images / ("snd.qcow2" if name.startswith("ref-snd") else "plain.qcow2")
+        record = json.loads((out / name / "case.json").read_text())
+        assert record["case"]["image"] == str(image), name
     # the merge: a verdict per case as its own results.json says, the worst exit code, the slowest markers
     merged = json.loads((out / "results.json").read_text())
     assert [c["name"] for c in merged["cases"]] == NAMES
@@ -156,8 +190,8 @@ def test_a_six_case_matrix_runs_two_at_a_time_and_merges(engine: docker.DockerCl
         assert case["duration_s"] == mine["duration_s"] and case["wall_s"] >= mine["duration_s"]
         assert case["report"] == f"{case['name']}/report.html"
     assert merged["exit_code"] == proc.returncode
-    assert any(case["slowest_markers"] for case in merged["cases"] if case["verdict"] == "PASS") or \
-        all(case["verdict"] == "FAIL" for case in merged["cases"])
+    assert all(case["slowest_markers"] for case in merged["cases"] if case["verdict"] == "PASS")
+    assert [case["verdict"] for case in merged["cases"]] == [EXPECTED[n][0] for n in NAMES]
     # the console: one line a case, then the verdict
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines[:-1]] == [f"case {n}" for n in NAMES]
@@ -176,7 +210,7 @@ def test_a_six_case_matrix_runs_two_at_a_time_and_merges(engine: docker.DockerCl
     assert all(r["exit_code"] == own[r["name"]]["exit_code"] for r in records)
     assert most_at_once(records) == 2
     assert sum(float(r["wall_s"]) for r in records) > took * 1.2  # they did overlap
-    assert set(launcher_containers(engine)) <= before  # every container was removed
+    assert not launcher_containers(engine, tmp_path)  # every container was removed
 
     # merge again from the folders alone, elsewhere
     again = harness("merge", *(out / n for n in NAMES), "--out-dir", tmp_path / "merged")
@@ -201,7 +235,7 @@ def test_an_interrupted_matrix_stops_its_cases_and_still_merges(engine: docker.D
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # both running cases have a container
-            names = [c.name for c in engine.containers.list(filters={"label": LABEL})]
+            names = launcher_containers(engine, tmp_path)
             consoles = [out / f"c{i}" / "launcher.log" for i in range(2)]
             if len(names) >= 2 and all(p.exists() and "created container" in p.read_text() for p in consoles):
                 break
@@ -220,6 +254,6 @@ def test_an_interrupted_matrix_stops_its_cases_and_still_merges(engine: docker.D
     assert merged["cases"][2]["token"] == "RESULTS_MISSING" and "not started" in merged["cases"][2]["detail"]
     assert all(case["exit_code"] == 130 for case in merged["cases"][:2]), merged["cases"]
     deadline = time.monotonic() + 30
-    while launcher_containers(engine) and time.monotonic() < deadline:
+    while launcher_containers(engine, tmp_path) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [n for n in launcher_containers(engine) if n.startswith("aero-win7-harness-")]
+    assert not launcher_containers(engine, tmp_path)
