@@ -27,6 +27,11 @@ INPUT_REPEAT_S = 0.5
 INPUT_ATTEMPTS, EXTENDED_ATTEMPTS = 20, 30
 EVENT_GAP_S = 0.05  # between the events of one injection, as a person's keyboard and mouse would space them
 TABLET_TARGET = (10000, 20000)  # on QEMU's absolute scale 0..32767, where the real guest looks for it
+# The real guest wants each mouse report's wheel to be +1 and its AC Pan -2 (main.cpp's
+# kExpectedMouseWheelDelta / kExpectedMouseHWheelDelta); any other non-zero value fails it. The Aero
+# driver sums a frame's REL_WHEEL and REL_HWHEEL deltas into one report at EV_SYN, and QEMU syncs
+# once per input-send-event, so one command carries one notch up and two to the left.
+WHEEL_UP_NOTCHES, WHEEL_LEFT_NOTCHES = 1, 2
 QMP_TIMEOUT_S = 10.0
 log = get_logger("actions")
 
@@ -146,20 +151,29 @@ async def _press(qmp: Qmp, display: str, event: Callable[[bool], dict[str, Any]]
     await asyncio.sleep(EVENT_GAP_S)
 
 
+def wheel_events() -> list[dict[str, Any]]:
+    """One frame of scrolling: each notch a wheel button pressed and released (QEMU's virtio mouse
+    turns a press of wheel-up into REL_WHEEL +1, and of wheel-left into REL_HWHEEL -1 where it
+    has a horizontal wheel at all)."""
+    return [_btn(button, down) for button, notches in (("wheel-up", WHEEL_UP_NOTCHES),
+                                                       ("wheel-left", WHEEL_LEFT_NOTCHES))
+            for _ in range(notches) for down in (True, False)]
+
+
 def input_events_reaction(display: str, *, wheel: bool, extended: bool) -> Reaction:
     """Key 'a', a relative mouse move and a left click (what the real guest's virtio-input-events
-    counts); with ``wheel`` a wheel turn up (QEMU's virtio mouse reports REL_WHEEL +1) and a
-    horizontal one to the left; with ``extended`` shift+b, ctrl, alt, F1 and the side and extra
-    buttons too."""
+    counts); with ``wheel`` one frame of scrolling before the click (``wheel_events``), so the
+    guest has seen it when its base test completes; with ``extended`` shift+b, ctrl, alt, F1 and the
+    side and extra buttons too."""
 
     async def perform(qmp: Qmp, _ready: TestOutcome) -> None:
         await _press(qmp, display, lambda down: _key("a", down))
         await _send(qmp, display, _rel("x", 10), _rel("y", 5))
         await asyncio.sleep(EVENT_GAP_S)
-        await _press(qmp, display, lambda down: _btn("left", down))
         if wheel:
-            await _press(qmp, display, lambda down: _btn("wheel-up", down))
-            await _press(qmp, display, lambda down: _btn("wheel-left", down))
+            await _send(qmp, display, *wheel_events())
+            await asyncio.sleep(EVENT_GAP_S)
+        await _press(qmp, display, lambda down: _btn("left", down))
         if extended:
             await _send(qmp, display, _key("shift", True))
             await _press(qmp, display, lambda down: _key("b", down))

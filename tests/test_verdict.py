@@ -21,6 +21,25 @@ SND_PLAYED = {
     "virtio-snd-capture": P + "TEST|virtio-snd-capture|PASS|method=wasapi|frames=9600|non_silence=0|silence_only=1",
     "virtio-snd-duplex": P + "TEST|virtio-snd-duplex|PASS|frames=9600|non_silence=0",
 }
+EVENTS_PASSED = {"virtio-input-events": P + "TEST|virtio-input-events|PASS|kbd_reports=4|mouse_reports=6|"
+                                             "kbd_bad_reports=0|mouse_bad_reports=0|kbd_a_down=1|kbd_a_up=1|"
+                                             "mouse_move=1|mouse_left_down=1|mouse_left_up=1"}
+# The real guest's wheel markers on a QEMU whose virtio mouse has no horizontal wheel (7.2, 10.0).
+NO_HWHEEL_WHEEL = P + ("TEST|virtio-input-wheel|FAIL|reason=missing_axis|wheel_total=3|hwheel_total=0|saw_wheel=1|"
+                       "saw_hwheel=0")
+NO_HWHEEL_EXTENDED = {
+    **EVENTS_PASSED,
+    "virtio-input-wheel": NO_HWHEEL_WHEEL,
+    "virtio-input-events-modifiers": P + "TEST|virtio-input-events-modifiers|PASS|kbd_reports=12|kbd_bad_reports=0|"
+                                         "shift_b=1|ctrl=1|alt=1|f1=1",
+    "virtio-input-events-buttons": P + "TEST|virtio-input-events-buttons|PASS|mouse_reports=9|mouse_bad_reports=0|"
+                                       "side_down=1|side_up=1|extra_down=1|extra_up=1",
+    "virtio-input-events-wheel": P + "TEST|virtio-input-events-wheel|FAIL|reason=timeout|err=1460|mouse_reports=9|"
+                                     "mouse_bad_reports=0|wheel_total=3|hwheel_total=0|expected_wheel=1|"
+                                     "expected_hwheel=-2|saw_wheel=1|saw_hwheel=0",
+    "result": P + "RESULT|FAIL",
+}
+NEEDS_HWHEEL = "they need a QEMU whose virtio mouse sends REL_HWHEEL"
 TRANSITIONAL_GUEST = {key: None for key in ("virtio-input-bind", "virtio-input-binding", "virtio-input",
                                             "virtio-net-udp")}
 
@@ -80,6 +99,22 @@ ROWS = [
      {**SND_PLAYED}, {}, "MISSING_VIRTIO_SND_BUFFER_LIMITS", ""),
     (("--require-virtio-input-binding",), {"virtio-input-binding": None}, {}, "MISSING_VIRTIO_INPUT_BINDING", ""),
     (("--with-input-events-extended",), {}, {}, "VIRTIO_INPUT_EVENTS_SKIPPED", ""),
+    # The wheel: +1 and -2 in each report, both axes; without a horizontal wheel the detail says why.
+    (("--with-input-wheel",), {**EVENTS_PASSED, "virtio-input-wheel": P + "TEST|virtio-input-wheel|PASS|wheel_total=2|"
+                                                                        "hwheel_total=-4|expected_wheel=1|"
+                                                                        "expected_hwheel=-2|wheel_events=2|"
+                                                                        "hwheel_events=2"}, {}, "PASS", ""),
+    (("--with-input-wheel",), {**EVENTS_PASSED, "virtio-input-wheel": NO_HWHEEL_WHEEL, "result": P + "RESULT|FAIL"},
+     {}, "VIRTIO_INPUT_WHEEL_FAILED", "reason=missing_axis, wheel_total=3, hwheel_total=0, saw_wheel=1, saw_hwheel=0); "
+                                      "QEMU's virtio-mouse-pci has no horizontal wheel"),
+    (("--with-input-wheel",), {**EVENTS_PASSED, "virtio-input-wheel": P + "TEST|virtio-input-wheel|SKIP|not_observed|"
+                                                                        "wheel_total=0|hwheel_total=0"},
+     {}, "VIRTIO_INPUT_WHEEL_SKIPPED", "SKIP (not_observed)"),
+    (("--with-input-events-extended",), NO_HWHEEL_EXTENDED, {}, "VIRTIO_INPUT_EVENTS_EXTENDED_FAILED",
+     "virtio-input-events-wheel FAIL (reason=timeout"),
+    (("--with-input-events-extended",), NO_HWHEEL_EXTENDED, {}, "VIRTIO_INPUT_EVENTS_EXTENDED_FAILED", NEEDS_HWHEEL),
+    (("--with-input-wheel", "--with-input-events-extended"), NO_HWHEEL_EXTENDED, {}, "VIRTIO_INPUT_WHEEL_FAILED",
+     NEEDS_HWHEEL),
     # Tablet events attach the tablet and need no other flag.
     (("--with-input-tablet-events",), {"virtio-input-tablet-events": P + "TEST|virtio-input-tablet-events|PASS|"
                                                                          "tablet_reports=3|move_target=1|left_down=1|"
@@ -181,6 +216,22 @@ def test_usage_errors_of_the_device_flags() -> None:
     ]:
         with pytest.raises(UsageError, match=needle):
             device_set(*flags)
+
+
+def test_a_wheel_failure_for_another_reason_has_no_qemu_hint() -> None:
+    """The hint is for a guest that saw the vertical wheel and no horizontal one, nothing else."""
+    unexpected = P + ("TEST|virtio-input-wheel|FAIL|reason=unexpected_delta|wheel_total=2|hwheel_total=-1|"
+                      "expected_wheel=1|expected_hwheel=-2|wheel_events=2|hwheel_events=1|wheel_unexpected_last=0|"
+                      "hwheel_unexpected_last=-1")
+    verdict = verdict_of(transcript({**EVENTS_PASSED, "virtio-input-wheel": unexpected, "result": P + "RESULT|FAIL"}),
+                         "--with-input-wheel")
+    assert verdict.token == "VIRTIO_INPUT_WHEEL_FAILED" and "reason=unexpected_delta" in verdict.detail
+    assert "REL_HWHEEL" not in verdict.detail
+
+
+def test_the_wheel_marker_stays_a_required_marker() -> None:
+    devices = device_set("--with-input-wheel", "--with-input-events-extended")
+    assert {"virtio-input-events", "virtio-input-wheel"} <= set(devices.required_markers())
 
 
 def test_only_the_first_result_counts() -> None:
