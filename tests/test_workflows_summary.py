@@ -42,13 +42,24 @@ def test_pass_lists_every_test_and_the_facts(tmp_path: Path) -> None:
 
 def test_fail_names_token_exit_code_and_detail_and_escapes_guest_text(tmp_path: Path) -> None:
     doc = {
-        "verdict": "FAIL", "token": "TEST_FAILED", "exit_code": 1, "detail": "virtio-net reported FAIL",
+        "verdict": "FAIL", "token": "VIRTIO_NET_FAILED", "exit_code": 1, "detail": "virtio-net reported FAIL",
         "tests": {"virtio-net": {"status": "FAIL", "fields": {"err": "a|b <script>x</script>\nnext"}}},
     }
     lines = summary(_results(tmp_path, doc)).splitlines()
     assert lines[0] == "## Win7 virtio harness: FAIL"
-    assert lines[2] == "TEST_FAILED (exit code 1): virtio-net reported FAIL"
+    assert lines[2] == "VIRTIO_NET_FAILED (exit code 1): virtio-net reported FAIL"
     assert "| virtio-net | FAIL | err=a\\|b &lt;script&gt;x&lt;/script&gt; next |" in lines
+
+
+def test_the_timeline_is_a_table_of_phases_in_seconds(tmp_path: Path) -> None:
+    doc = {"verdict": "PASS", "token": None, "exit_code": 0, "tests": {},
+           "timeline": {"phases": {"qemu_up": 0.05, "guest_running": 0.07, "first_serial_byte": 2.5,
+                                   "marker:virtio-blk": 3.25, "result": 9.5}}}
+    lines = summary(_results(tmp_path, doc)).splitlines()
+    table = lines[lines.index("| phase | at (s) |"):]
+    assert table[1] == "| --- | --- |"
+    assert table[2:7] == ["| QEMU up (QMP) | 0.05 |", "| guest running | 0.07 |", "| first COM1 byte | 2.5 |",
+                          "| virtio-blk (required) | 3.25 |", "| RESULT | 9.5 |"]
 
 
 def test_control_bytes_from_the_guest_are_shown_not_sent(tmp_path: Path) -> None:
