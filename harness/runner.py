@@ -456,7 +456,9 @@ class Session:
 
     def _explained(self, verdict: Verdict) -> Verdict:
         """A failure that a PCI note explains (a driver that cannot start on QEMU's device model) says so."""
-        hints = [note.text for note in self._driver_notes if note.explains_failure(verdict.token, self.report)]
+        # One hint per cause: the keyboard's and the mouse's subsystem notes say the same but their ids.
+        hints = list(dict.fromkeys(note.text.replace(f" ({note.qdev_id})", "") for note in self._driver_notes
+                                   if note.explains_failure(verdict.token, self.report)))
         if verdict.passed or not hints:
             return verdict
         return Verdict(verdict.token, verdict.exit_code,

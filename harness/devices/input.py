@@ -24,6 +24,7 @@ from harness.devices.base import (
     Board,
     ConfigHint,
     Device,
+    DriverNeeds,
     ExpectedFunction,
     add_vectors_argument,
     flag,
@@ -42,6 +43,18 @@ if TYPE_CHECKING:
 
 INPUT_ID = 0x1052
 KEYBOARD_ID, MOUSE_ID, TABLET_ID = "kbd0", "mouse0", "tablet0"
+# aero_virtio_input.inf binds only these subsystems (keyboard, mouse), aero_virtio_tablet.inf only the
+# tablet's; QEMU's input functions all report 1AF4:1100, so only the INF alias with the generic ID
+# (upstream's virtio-input.inf.disabled) binds them, and the driver wants CompatIdName for QEMU's names.
+_INPUT_REMEDY = ("install the INF alias with the generic ID instead (upstream's virtio-input.inf.disabled, renamed "
+                 "virtio-input.inf) and enable the driver's CompatIdName mode for QEMU's device names "
+                 "(provision --enable-virtio-input-compat-id-name)")
+_EXPLAINS = ("VIRTIO_INPUT_BIND_FAILED", "VIRTIO_INPUT_FAILED")
+AERO_DRIVER_NEEDS = {
+    KEYBOARD_ID: DriverNeeds(subsystems=(0x0010, 0x0011), remedy=_INPUT_REMEDY, explains=_EXPLAINS),
+    MOUSE_ID: DriverNeeds(subsystems=(0x0010, 0x0011), remedy=_INPUT_REMEDY, explains=_EXPLAINS),
+    TABLET_ID: DriverNeeds(subsystems=(0x0012,), remedy=_INPUT_REMEDY, explains=_EXPLAINS),
+}
 TABLET_DISPLAY = "vga1"
 EXTENDED = ("virtio-input-events-modifiers", "virtio-input-events-buttons", "virtio-input-events-wheel")
 WHEEL_MARKERS = ("virtio-input-wheel", "virtio-input-events-wheel")
@@ -160,7 +173,7 @@ class Input(Device):
 
     def pci(self, board: Board) -> list[ExpectedFunction]:
         ids = [KEYBOARD_ID, MOUSE_ID] + ([TABLET_ID] if self.attaches_tablet else [])
-        return [ExpectedFunction(qdev, self.family, (INPUT_ID,)) for qdev in ids]
+        return [ExpectedFunction(qdev, self.family, (INPUT_ID,), needs=AERO_DRIVER_NEEDS[qdev]) for qdev in ids]
 
     def provisioning(self) -> list[str]:
         wanted = [("--test-input-events", self.injects_events), ("--test-input-events-extended", self.with_extended),
