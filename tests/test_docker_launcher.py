@@ -24,6 +24,7 @@ import docker.models.images
 import pytest
 
 from tests.conftest import missing_prerequisite
+from tests.outdirs import IMAGE_UID, OWNER, REPORTS, lent_entries, owners, previous_run, tree_state
 
 pytestmark = pytest.mark.docker
 
@@ -31,8 +32,9 @@ BASE_IMAGE = os.environ.get("AERO_BASE_IMAGE", "debian:trixie-slim")
 FAKE_IMAGE = "aero-win7-harness-fake:test"
 FAKE_LABEL = "aero-win7-harness.launcher"
 
-# Stands in for `aero-win7-harness`: writes what it saw to /out/fake.txt; --http-path /exit/N
-# makes it exit N, /sleep makes it wait for a signal (and exit 130 on SIGINT, like the harness).
+# Stands in for `aero-win7-harness`: writes what it saw to /out/fake.txt, and what a container's
+# user may leave in a folder it was lent (a folder, a link out of /out, a set-uid file); --http-path
+# /exit/N makes it exit N, /sleep makes it wait for a signal (and exit 130 on SIGINT, like the harness).
 FAKE_HARNESS = r"""#!/bin/sh
 out=/out
 path=""
@@ -48,6 +50,9 @@ done
     if touch /images/probe 2>/dev/null; then echo "images=rw"; else echo "images=ro"; fi
     if [ -e /dev/kvm ]; then echo "kvm=yes"; else echo "kvm=no"; fi
 } >"$out/fake.txt"
+mkdir -p "$out/sub" && echo made >"$out/sub/made"
+ln -sfn ../victim "$out/link"
+echo '#!/bin/sh' >"$out/suid" && chmod 4755 "$out/suid"
 echo "fake harness on stderr" >&2
 case "$path" in
     /exit/*) code="${path#/exit/}" ;;
@@ -139,7 +144,7 @@ def test_pass_streams_output_and_returns_0(fake_image: str, tmp_path: Path, disk
     assert ("args=run --stop-on-stdin-eof --disk-image /images/win7.qcow2 --accel tcg --timeout-seconds 30.0 "
             "--out-dir /out -- -smp 1") in seen
     assert "images=ro" in seen and "kvm=no" in seen
-    assert (out / "fake.txt").stat().st_uid == uid
+    assert (out / "fake.txt").stat().st_uid == os.getuid()  # the folder's owner's, also when root lent it
 
 
 @pytest.mark.parametrize("code", [1, 2, 3, 4, 5, 6])
@@ -302,7 +307,94 @@ def test_an_engine_gone_longer_than_the_retries_is_one_line_and_the_container_go
     fail_lines = [line for line in (out + err).splitlines() if "FAIL:" in line]
     assert fail_lines == [out.splitlines()[-1]] and fail_lines[0].startswith("FAIL: INFRA: Docker engine at ")
     assert "the next aero-win7-docker run removes it" in err
+    assert lent_entries(tmp_path / "out") == []  # a root caller's folder is given back even so
     # The engine is back: the removal it was sent is carried out late, or the next launcher's sweep does it.
     launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(tmp_path / "o2"))
     with pytest.raises(docker.errors.NotFound):
         engine.containers.get(str(box.id))
+
+
+# --- the output folder: given back, one launcher at a time, no stale verdict ---------------------
+
+def _start(fake_image: str, out: Path, disk: Path, *flags: str) -> subprocess.Popen[str]:
+    """A launcher whose stand-in harness sleeps until interrupted, once it says so."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
+                             "--disk-image", str(disk), "--out-dir", str(out), "--http-path", "/sleep", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "sleeping"
+    return proc
+
+
+@pytest.mark.parametrize("ending", ["pass", "fail", "interrupt", "stopped from outside"])
+def test_a_root_callers_folder_is_given_back_on_every_way_out(engine: docker.DockerClient, fake_image: str,
+                                                               tmp_path: Path, disk: Path, ending: str) -> None:
+    """The folder goes back to the owner it had, and what the container's user made in it with it;
+    a link it left is not followed (its target outside stays as it was); no set-uid bit survives."""
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller's output folder is lent to the image's user")  # CI runs as root
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "serial.log").write_text("an earlier run\n")
+    os.chown(out, *OWNER)
+    victim = tmp_path / "victim"
+    victim.write_text("not the run's\n")
+    os.chown(victim, IMAGE_UID, IMAGE_UID)
+    if ending in ("pass", "fail"):
+        proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(out),
+                        "--http-path", "/exit/0" if ending == "pass" else "/exit/1")
+        code = proc.returncode
+    else:
+        running = _start(fake_image, out, disk)
+        assert owners(out)["."] == (IMAGE_UID, IMAGE_UID)  # lent while the container runs
+        if ending == "interrupt":
+            running.send_signal(signal.SIGINT)
+        else:
+            (box,) = [c for c in _ours(engine) if c.labels.get(f"{FAKE_LABEL}.pid") == str(running.pid)]
+            box.kill(signal="SIGTERM")
+        running.communicate(timeout=60)
+        code = running.returncode
+    assert code == {"pass": 0, "fail": 1, "interrupt": 130, "stopped from outside": 6}[ending]
+    assert lent_entries(out) == []
+    state = owners(out)
+    for name in (".", "fake.txt", "sub", "sub/made", "link", "suid", "serial.log"):
+        assert state[name] == OWNER, name
+    assert "uid=10001" in (out / "fake.txt").read_text()  # the container did run as the image's user
+    assert (victim.stat().st_uid, victim.stat().st_gid) == (IMAGE_UID, IMAGE_UID)
+    assert not (out / "suid").stat().st_mode & 0o6000
+
+
+def test_a_second_launcher_on_the_folder_is_refused_and_changes_nothing(fake_image: str, tmp_path: Path,
+                                                                       disk: Path) -> None:
+    """make test-win7 twice: the second says so on the host, naming the folder and the first's pid."""
+    out = tmp_path / "out"
+    first = _start(fake_image, out, disk)
+    try:
+        before = tree_state(out)
+        log_before = (out / "launcher.log").read_bytes()
+        second = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(out))
+        assert second.returncode == 6, second.stdout + second.stderr
+        assert second.stdout.splitlines() == [
+            f"FAIL: INFRA: --out-dir {out} is in use by another aero-win7-docker (pid {first.pid} on "
+            f"{socket.gethostname()}); wait for it to finish or pass another --out-dir"]
+        assert '"created container' not in second.stderr  # refused before the engine
+        assert tree_state(out) == before
+        assert (out / "launcher.log").read_bytes() == log_before  # the first run's log, whole
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 130
+
+
+def test_a_previous_verdict_goes_before_the_engine_is_asked(engine: docker.DockerClient, tmp_path: Path,
+                                                            disk: Path) -> None:
+    """Bad input found once the folder is known (an image the engine lacks): the earlier PASS is gone."""
+    out = tmp_path / "out"
+    previous_run(out)
+    proc = launcher("--image", "aero-win7-harness-no-such:image", "--disk-image", str(disk),
+                    "--out-dir", str(out), "--accel", "tcg")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert not [name for name in REPORTS if (out / name).exists()]

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from harness.errors import InfraError, UsageError
-from harness.launcher import cli, container, kvm, mounts
+from harness.launcher import cli, container, kvm, mounts, outlock, ownership
 from harness.launcher.retry import NameConflict, RetryPolicy, call, is_transient, short_reason
 from tests.conftest import missing_prerequisite
 
@@ -91,33 +91,63 @@ def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) ->
     assert [m["Source"] for m in plan.docker_mounts()] == [str(disk.parent), str(out.resolve())]
 
 
-def test_a_root_caller_hands_the_output_folder_to_the_images_user(tmp_path: Path) -> None:
+def test_a_root_callers_image_must_be_readable_by_the_images_user(tmp_path: Path) -> None:
     if os.getuid() != 0:
-        missing_prerequisite("only a root caller hands the folder over")  # CI runs as root
+        missing_prerequisite("only a root caller's container runs as the image's user")  # CI runs as root
     images = Path(tempfile.mkdtemp(prefix="aero-images-"))  # reachable by others, unlike tmp_path
     try:
         images.chmod(0o755)
         disk = images / "win7.qcow2"
         disk.write_bytes(b"QFI\xfb")
-        out = tmp_path / "out"
-        out.mkdir()
-        (out / "results.json").write_text("{}")  # a root run's leftover
-        (out / "mine.txt").write_text("not the harness's")
-        _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out)])
+        _, args = _parse(["--disk-image", str(disk), "--out-dir", str(tmp_path / "out")])
         plan, paths = mounts.plan_run(cli.build_parser("run"), args)
         images.chmod(0o700)
         with pytest.raises(UsageError, match=f"the folder {images} is not searchable by the container's user"):
-            mounts.hand_over(plan, paths, mounts.IMAGE_USER)
+            mounts.check_image_readable(plan, paths, ownership.IMAGE_USER)
         images.chmod(0o755)
         disk.chmod(0o600)
         with pytest.raises(UsageError, match="not readable by the container's user"):
-            mounts.hand_over(plan, paths, mounts.IMAGE_USER)
+            mounts.check_image_readable(plan, paths, ownership.IMAGE_USER)
         disk.chmod(0o644)
-        mounts.hand_over(plan, paths, mounts.IMAGE_USER)
-        assert (out.stat().st_uid, (out / "results.json").stat().st_uid) == (10001, 10001)
-        assert (out / "mine.txt").stat().st_uid == 0  # only the harness's own files
+        mounts.check_image_readable(plan, paths, ownership.IMAGE_USER)
     finally:
         shutil.rmtree(images)
+
+
+def test_a_root_caller_lends_the_output_folder_and_the_harness_files_only(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller lends the folder")  # CI runs as root
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # a root run's leftover
+    (out / "case.json").write_text("{}")  # the fleet's, beside the harness's
+    with outlock.hold(out) as lock:
+        loan = ownership.lend(out, lock)
+        try:
+            assert (out.stat().st_uid, (out / "results.json").stat().st_uid) == (10001, 10001)
+            assert (out / "case.json").stat().st_uid == 0  # only the harness's own files
+            assert (out / outlock.LAUNCHER_LOCK).stat().st_uid == 0  # the launcher's stays its own
+        finally:
+            loan.give_back()
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (out, *out.iterdir())} == {(0, 0)}
+
+
+def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "selfcheck").mkdir(parents=True)
+    for name in ("serial.log", ".results.json.x1.tmp", ".disk-overlay.qcow2.y2.partial", "launcher.log",
+                 "console.log", "selfcheck/results.json", "com1.log", "a"):
+        (out / name).write_text("")
+    ownership.check_lendable(out, {"com1.log", "a"})  # com1.log and a: this run's own flags name them
+    with pytest.raises(UsageError, match=r"holds files that are not the harness's \(a, com1.log\)"):
+        ownership.check_lendable(out)
+    (out / "selfcheck" / "thesis.tex").write_text("")
+    with pytest.raises(UsageError, match=r"\(a, com1.log, selfcheck/thesis.tex\)"):
+        ownership.check_lendable(out)
+    for i in range(3):
+        (out / f"x{i}").write_text("")
+    with pytest.raises(UsageError, match=r" and 3 more\): a root caller's output folder is lent"):
+        ownership.check_lendable(out)
 
 
 def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) -> None:

@@ -5,7 +5,11 @@
 
 The disk image's folder is mounted read-only at /images, the output folder (--out-dir, default
 ./out) read-write at /out; the container runs as the caller's uid:gid, or as the image's own
-non-root user when the caller is root.
+non-root user when the caller is root (the output folder is lent to it for the run).
+
+Order: every check of the input that needs no engine; then the launcher's lock on the output
+folder (``outlock``), from which on the folder is changed: the previous run's reports go, then
+``launcher.log`` is written, then a root caller's folder is lent (``ownership``); then the engine.
 """
 
 from __future__ import annotations
@@ -14,24 +18,25 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from harness import __version__
 from harness.commands.run import add_run_options
 from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
 from harness.entry import guarded
 from harness.errors import HarnessError, UsageError
-from harness.launcher import kvm, mounts
+from harness.launcher import kvm, mounts, outlock, ownership
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
+from harness.launcher.ownership import IMAGE_USER, LAUNCHER_LOG
 from harness.launcher.retry import RetryPolicy
 from harness.logsetup import add_file_log, get_logger, remove_handler, setup_console
+from harness.outputs import STALE_REPORTS, discard_reports
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 from harness.usage import UsageParser
 
 DEFAULT_IMAGE = "aero-win7-harness:latest"
 SUBCOMMANDS = ("run", "selfcheck")
-LAUNCHER_LOG = "launcher.log"
 log = get_logger("launcher")
 
 
@@ -112,34 +117,66 @@ def launch(argv: list[str]) -> int:
         raise UsageError("--qemu-system does not apply: the container brings its own QEMU "
                          "(pass an image with another QEMU through --image)")
     plan, paths = mounts.plan_run(parser, args)  # usage errors come before the engine is asked anything
-    uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else mounts.IMAGE_USER
-    if os.getuid() == 0:
-        mounts.hand_over(plan, paths, (uid, gid))
-    file_log = add_file_log(mounts.default_out_dir(args.out_dir) / LAUNCHER_LOG)
-    try:
-        policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
-        client = connect(policy, args.engine_timeout)
+    out = mounts.out_host(plan)
+    as_root = os.getuid() == 0
+    uid, gid = IMAGE_USER if as_root else (os.getuid(), os.getgid())
+    if as_root:
+        mounts.check_image_readable(plan, paths, (uid, gid))
+    disk = args.disk_image.resolve() if args.disk_image is not None else None
+    lendable = (lambda: ownership.check_lendable(out, mounts.run_names(paths), keep=disk)) if as_root else None
+    with outlock.hold(out, check=lendable) as lock:  # a second launcher stops here, having changed nothing
+        removed = _clear_previous_reports(out)
         try:
-            passthrough = kvm.decide(args.accel, probe_in_image=kvm.image_prober(client, args.image))
-            kvm.log_decision(passthrough)
-            spec = ContainerSpec(
-                image=args.image,
-                command=[subcommand, "--stop-on-stdin-eof", *harness_argv(parser, args, paths)],
-                user=f"{uid}:{gid}",
-                mounts=plan.docker_mounts(),
-                devices=passthrough.devices,
-                group_add=passthrough.group_add,
-                network_mode=args.network,
-                environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
-            )
-            return run_container(client, spec, policy)
+            file_log = add_file_log(out / LAUNCHER_LOG)
+        except OSError as err:
+            raise UsageError(f"cannot write {out / LAUNCHER_LOG}: {err.strerror}") from err
+        try:
+            if removed:
+                log.info("removed the previous run's reports: %s", ", ".join(removed),
+                         extra={"removed": removed})
+            loan = ownership.lend(out, lock, (uid, gid)) if as_root else None
+            try:
+                return _run(parser, args, subcommand, paths, plan, f"{uid}:{gid}")
+            finally:
+                if loan is not None:
+                    loan.give_back()
+        except HarnessError as err:  # printed once, on stdout, by guarded(); the file log keeps it with its token
+            log.debug("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
+            raise
         finally:
-            client.close()
-    except HarnessError as err:  # printed once, on stdout, by guarded(); the file log keeps it with its token
-        log.debug("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
-        raise
+            remove_handler(file_log)
+
+
+def _clear_previous_reports(out: Path) -> list[str]:
+    """A previous run's verdict (results.json, junit.xml, report.html) must not outlive a run that
+    ends before the harness writes its own (an engine that never answers, an image it lacks). Only
+    what is recognisably a report goes, as when the harness refuses bad input: never a file that
+    merely has a report's name (a disk image kept as results.json)."""
+    present = [name for name in STALE_REPORTS if (out / name).is_file()]
+    discard_reports(out)
+    return [name for name in present if not (out / name).exists()]
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, subcommand: str,
+         paths: dict[str, PurePosixPath], plan: mounts.MountPlan, user: str) -> int:
+    policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
+    client = connect(policy, args.engine_timeout)
+    try:
+        passthrough = kvm.decide(args.accel, probe_in_image=kvm.image_prober(client, args.image))
+        kvm.log_decision(passthrough)
+        spec = ContainerSpec(
+            image=args.image,
+            command=[subcommand, "--stop-on-stdin-eof", *harness_argv(parser, args, paths)],
+            user=user,
+            mounts=plan.docker_mounts(),
+            devices=passthrough.devices,
+            group_add=passthrough.group_add,
+            network_mode=args.network,
+            environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
+        )
+        return run_container(client, spec, policy)
     finally:
-        remove_handler(file_log)
+        client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,28 +20,10 @@ from docker.types import Mount
 from harness.disk import read_image_head
 from harness.errors import UsageError
 from harness.options import default_out_dir as harness_default_out_dir
-from harness.outputs import (
-    HARNESS_LOG,
-    HTTP_LOG,
-    JUNIT,
-    LOCK,
-    OVERLAY,
-    QEMU_STDERR_LOG,
-    REPORT_HTML,
-    RESULTS,
-    SCREENSHOT,
-    SERIAL_LOG,
-    WAV,
-    check_path_text,
-    output_path,
-)
+from harness.outputs import check_path_text, output_path
 
 IMAGES_DIR = PurePosixPath("/images")
 OUT_DIR = PurePosixPath("/out")
-IMAGE_USER = (10001, 10001)  # the image's own user (Dockerfile): what a root caller's container runs as
-
-HARNESS_FILES = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
-                 OVERLAY, LOCK, "launcher.log")
 
 
 @dataclass(frozen=True)
@@ -92,18 +74,27 @@ def default_out_dir(path: Path | None) -> Path:
 
 
 def output_dir(path: Path) -> Path:
-    """Create the output folder as the caller (so that it is the caller's, not the engine's)."""
+    """The output folder's real path; ``/`` is refused. Nothing is created yet."""
     check_path_text("--out-dir", path)
+    real = path.resolve()
+    if real == Path(real.anchor):
+        raise UsageError(f"--out-dir {path} is the root folder: the output folder is mounted read-write into the "
+                         "container; give the run a folder of its own (e.g. ./out)")
+    return real
+
+
+def create_output_dir(path: Path) -> None:
+    """Create the output folder as the caller (so that it is the caller's, not the engine's)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # not a folder: said below
     except OSError as err:
         raise UsageError(f"cannot create the output folder {path}: {err.strerror}") from err
-    real = path.resolve()
-    if not real.is_dir():
+    if not path.is_dir():
         raise UsageError(f"--out-dir is not a directory: {path}")
-    if not os.access(real, os.W_OK | os.X_OK):
+    if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"the output folder is not writable: {path}")
-    return real
 
 
 def _inside_out_dir(flag: str, path: Path, out_host: Path) -> PurePosixPath:
@@ -133,7 +124,19 @@ def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
         value: Path | None = getattr(args, dest, None)
         if value is not None:
             paths[dest] = _inside_out_dir(flag, value, out_host)
+    create_output_dir(out_host)  # the last check: a refused run creates nothing
     return plan, paths
+
+
+def out_host(plan: MountPlan) -> Path:
+    """The host folder mounted at /out."""
+    return next(mount.host for mount in plan.mounts if mount.container == OUT_DIR)
+
+
+def run_names(paths: dict[str, PurePosixPath]) -> set[str]:
+    """What this run's output flags put in the top of the output folder (a file, or the folder it is in)."""
+    return {path.relative_to(OUT_DIR).parts[0] for dest, path in paths.items()
+            if dest not in ("out_dir", "disk_image") and path.is_relative_to(OUT_DIR) and path != OUT_DIR}
 
 
 def _readable_by(path: Path, uid: int, gid: int) -> bool:
@@ -154,20 +157,12 @@ def _permits(path: Path, uid: int, gid: int, user_bit: int, group_bit: int, othe
     return bool(st.st_mode & other_bit)
 
 
-def hand_over(plan: MountPlan, paths: dict[str, PurePosixPath], user: tuple[int, int]) -> None:
-    """For a root caller, whose container runs as the image's user: the output folder and the
-    harness's files in it become that user's, and the image must be readable by it."""
+def check_image_readable(plan: MountPlan, paths: dict[str, PurePosixPath], user: tuple[int, int]) -> None:
+    """For a root caller, whose container runs as the image's user: the disk image must be
+    readable by that user, and its folder searchable (UsageError otherwise; changes nothing)."""
     uid, gid = user
     for mount in plan.mounts:
-        if mount.container == OUT_DIR:
-            for path in [mount.host, *(mount.host / name for name in HARNESS_FILES)]:
-                try:
-                    st = path.lstat()
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISLNK(st.st_mode) and (st.st_uid, st.st_gid) != (uid, gid):
-                    os.chown(path, uid, gid)
-        elif mount.container == IMAGES_DIR and "disk_image" in paths:
+        if mount.container == IMAGES_DIR and "disk_image" in paths:
             image = mount.host / paths["disk_image"].name
             if not _permits(mount.host, uid, gid, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH):
                 raise UsageError(f"the folder {mount.host} is not searchable by the container's user (uid {uid}), "

@@ -1,0 +1,227 @@
+"""A root caller's output folder: lent to the image's user for the run, then given back.
+
+A root caller's container runs as the image's own user (10001), which must write the output
+folder. The launcher lends it the folder (and the harness's own files in it) and, once the
+container has ended, on every way out (a verdict, a failure, an interrupt, an engine that went
+away), gives the folder back to the owner it had and hands every file and folder in it that the
+image's user owns (what the container made or changed) to that owner, never following a link.
+
+Lending a folder lets its borrower delete or replace anything in it, and the files it leaves
+there end up owned by the folder's owner. So only a folder that is the harness's is lent: one
+that holds anything but the harness's artifacts (the caller's home, a project folder, the disk
+image's folder) is refused before anything changes, with a hint to use a new or empty folder.
+The harness's artifacts are its files (``serial.log``, ``results.json``..., their temporary
+siblings), the launcher's, the fleet's (``case.json``, ``console.log``), the files this run's own
+flags name, and folders that hold nothing else (an earlier ``selfcheck``'s folder); never the
+disk image, whatever its name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from harness.errors import UsageError
+from harness.fleet.record import CASE_JSON, CONSOLE_LOG
+from harness.launcher.outlock import LAUNCHER_LOCK, HeldLock
+from harness.logsetup import get_logger
+from harness.outputs import (
+    HARNESS_LOG,
+    HTTP_LOG,
+    JUNIT,
+    LOCK,
+    OVERLAY,
+    QEMU_STDERR_LOG,
+    REPORT_HTML,
+    RESULTS,
+    SCREENSHOT,
+    SERIAL_LOG,
+    WAV,
+)
+
+IMAGE_USER = (10001, 10001)  # the image's own user (Dockerfile): what a root caller's container runs as
+LAUNCHER_LOG = "launcher.log"
+HARNESS_FILES = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
+                 OVERLAY, LOCK)  # what the harness in the container writes, and so needs to own
+LAUNCHER_FILES = (LAUNCHER_LOG, LAUNCHER_LOCK)  # written on the host, by the launcher itself
+OWN_NAMES = frozenset((*HARNESS_FILES, *LAUNCHER_FILES, CASE_JSON, CONSOLE_LOG))
+MAX_DEPTH = 3  # how deep an artifacts-only folder inside the output folder may go
+MAX_ENTRIES = 2000  # more than this is not an output folder
+SHOWN = 3  # foreign names quoted in the refusal
+log = get_logger("launcher.ownership")
+
+
+def _own_name(name: str, allowed: frozenset[str]) -> bool:
+    """One of the harness's names, or the temporary sibling of one (``.results.json.x1y2.tmp``)."""
+    if name in allowed:
+        return True
+    return name.startswith(".") and name.endswith((".tmp", ".partial")) and \
+        any(name.startswith(f".{own}.") for own in allowed)
+
+
+def _foreign(folder: Path, allowed: frozenset[str], depth: int, budget: list[int],
+             kept: tuple[int, int] | None) -> list[str]:
+    """The entries of ``folder`` (relative names) that are not the harness's; links are not followed.
+    ``kept``: the (device, inode) of a file that is never the harness's, whatever its name."""
+    found: list[str] = []
+    with os.scandir(folder) as scan:
+        entries = sorted(itertools.islice(scan, max(0, budget[0]) + 1), key=lambda entry: entry.name)
+        for entry in entries:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return [*found, f"more than {MAX_ENTRIES} entries"]
+            st = entry.stat(follow_symlinks=False)
+            if _own_name(entry.name, allowed) and (st.st_dev, st.st_ino) != kept:
+                continue
+            if entry.is_dir(follow_symlinks=False) and depth < MAX_DEPTH:
+                inner = _foreign(Path(entry.path), OWN_NAMES, depth + 1, budget, kept)
+                found += [f"{entry.name}/{name}" for name in inner]
+                continue
+            found.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+    return found
+
+
+def check_lendable(out_dir: Path, run_names: Iterable[str] = (), keep: Path | None = None) -> None:
+    """UsageError (exit 2) unless ``out_dir`` may be lent to the image's user; reads, changes nothing.
+
+    ``run_names``: the first component, inside the folder, of each file this run's flags name
+    (``--serial-log OUT/com1.log`` is ``com1.log``; ``--virtio-snd-wav-path OUT/a/snd.wav`` is ``a``).
+    ``keep``: the disk image, never the harness's even when it has one of the harness's names."""
+    allowed = OWN_NAMES | frozenset(run_names)
+    try:
+        kept = None
+        if keep is not None:
+            st = keep.stat()
+            kept = (st.st_dev, st.st_ino)
+        foreign = _foreign(out_dir, allowed, 1, [MAX_ENTRIES], kept)
+    except OSError as err:
+        raise UsageError(f"--out-dir {out_dir} cannot be read: {err.strerror}") from err
+    if foreign:
+        shown = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
+        raise UsageError(f"--out-dir {out_dir} holds files that are not the harness's ({shown}): a root caller's "
+                         f"output folder is lent to the container's user (uid {IMAGE_USER[0]}) for the run, who "
+                         "could change or replace them; pass a new or empty folder (or run aero-win7-docker as a "
+                         "normal user)")
+
+
+@dataclass
+class Loan:
+    """The output folder lent to the image's user; ``give_back`` returns it (and what was made in it)."""
+
+    out_dir: Path
+    dir_fd: int  # the folder itself, whatever happens to its path meanwhile
+    owner: tuple[int, int]
+    lock: HeldLock
+    borrower: tuple[int, int] = IMAGE_USER
+
+    def give_back(self) -> None:
+        """The folder to its owner, and every entry the borrower owns (links themselves, never their
+        targets) to the folder's owner. SIGINT and SIGTERM wait until it is done: an interrupt must
+        not leave half the files lent. A failure on one entry is logged and the rest still goes back."""
+        with _signals_deferred():
+            try:
+                failures = self._give_back()
+            finally:
+                os.close(self.dir_fd)
+            if not failures:
+                self.lock.clear_owner()
+            else:
+                log.warning("could not give %d entries of %s back to uid %d (first: %s); the next run as root gives "
+                            "them back", len(failures), self.out_dir, self.owner[0], failures[0],
+                            extra={"out_dir": str(self.out_dir), "failures": failures[:20]})
+
+    def _give_back(self) -> list[str]:
+        uid, gid = self.owner
+        failures: list[str] = []
+        given = 0
+        for folder, dirs, files, fd in os.fwalk(".", dir_fd=self.dir_fd, follow_symlinks=False):
+            for name in (*dirs, *files):
+                where = os.path.normpath(os.path.join(folder, name))
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    lent = st.st_uid == self.borrower[0]
+                    mine = folder == "." and name in LAUNCHER_FILES and st.st_uid == os.getuid()
+                    if lent or mine:
+                        os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)  # the kernel drops set-id bits
+                        given += lent
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    failures.append(f"{where}: {err.strerror}")
+        try:
+            os.chown(self.dir_fd, uid, gid)
+        except OSError as err:
+            failures.append(f".: {err.strerror}")
+        log.info("gave %s back to uid %d gid %d (%d entries the container's user owned)", self.out_dir, uid, gid,
+                 given, extra={"out_dir": str(self.out_dir), "owner": f"{uid}:{gid}", "entries": given})
+        return failures
+
+
+def lend(out_dir: Path, lock: HeldLock, borrower: tuple[int, int] = IMAGE_USER) -> Loan:
+    """Lend ``out_dir`` (checked by ``check_lendable``, locked by ``lock``) and the harness's files at
+    its top to ``borrower``; the caller must ``give_back`` the returned loan on every way out (a
+    failure here gives back what was lent before it raises).
+
+    The owner it goes back to: the one a dead launcher recorded in the lock file, else the folder's
+    owner now, except the image's user itself (left so by an older launcher): then the caller."""
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        owner = lock.previous_owner or (st.st_uid, st.st_gid)
+        if owner[0] == borrower[0]:
+            owner = (os.getuid(), os.getgid())
+        lock.record_owner(owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    loan = Loan(out_dir, fd, owner, lock, borrower)
+    try:
+        for name in ("", *HARNESS_FILES):
+            try:
+                entry = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
+                if stat.S_ISLNK(entry.st_mode) or (entry.st_uid, entry.st_gid) == borrower:
+                    continue
+                if name:
+                    os.chown(name, *borrower, dir_fd=fd, follow_symlinks=False)
+                else:
+                    os.chown(fd, *borrower)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise UsageError(f"cannot lend --out-dir {out_dir} to the container's user (uid {borrower[0]}): "
+                                 f"{name or '.'}: {err.strerror}") from err
+    except BaseException:
+        loan.give_back()
+        raise
+    log.info("lent %s to uid %d for the run (it goes back to uid %d gid %d)", out_dir, borrower[0], *owner,
+             extra={"out_dir": str(out_dir), "owner": f"{owner[0]}:{owner[1]}", "borrower": borrower[0]})
+    return loan
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for the block, then delivered to the handlers that were in place."""
+    pending: list[int] = []
+
+    def defer(signum: int, _frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    try:
+        previous = {signum: signal.signal(signum, defer) for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not this thread's to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])
