@@ -25,6 +25,7 @@ def kvm() -> tuple[bool, str]:
     return probe.usable, probe.reason
 
 
+@pytest.mark.fault
 def test_accel_kvm_fails_fast_with_infra_where_kvm_cannot_run_guests(make_guest, run_harness: Run,
                                                                      kvm: tuple[bool, str]) -> None:
     started = time.monotonic()
@@ -66,6 +67,7 @@ def test_accel_auto_falls_back_to_tcg_with_one_warning(make_guest, run_harness: 
     assert len(warnings) == (0 if kvm[0] else 1)
 
 
+@pytest.mark.fault
 def test_probe_reports_a_missing_device(tmp_path: Path) -> None:
     probe = probe_kvm(device=tmp_path / "kvm")
     assert not probe.usable and "does not exist" in probe.reason
@@ -115,6 +117,7 @@ def _as_other_user(action: Callable[[], object]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.attack
 def test_a_cache_another_user_could_write_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shared XDG_CACHE_HOME: another user plants a "yes" (to force KVM) with text for our logs."""
     from harness.qemu.accel import PROBE_VERSION, KvmProbe, boot_id, cache_file, cached_probe
@@ -147,6 +150,7 @@ def test_a_cache_another_user_could_write_is_not_trusted(tmp_path: Path, monkeyp
     {"usable": True, "reason": "x", "seconds": float("nan")},
     {"usable": True, "reason": "x", "seconds": -1},
 ])
+@pytest.mark.fault
 def test_a_malformed_cache_entry_is_probed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  entry: dict[str, object]) -> None:
     from harness.qemu.accel import PROBE_VERSION, KvmProbe, boot_id, cache_file, cached_probe
@@ -159,6 +163,7 @@ def test_a_malformed_cache_entry_is_probed_again(tmp_path: Path, monkeypatch: py
     assert cached_probe(key, lambda: KvmProbe(False, "again", 1.0)).reason == "again"
 
 
+@pytest.mark.attack
 def test_a_cached_reason_is_shown_with_its_control_bytes_escaped(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.qemu.accel import KvmProbe, cache_file, cached_probe

@@ -33,6 +33,7 @@ def actions(run: HarnessRun) -> dict[str, dict[str, Any]]:
     return {a["reaction"]: a for a in run.results()["actions"]}  # type: ignore[union-attr]
 
 
+@pytest.mark.fault
 def test_a_resize_qemu_refuses_ends_the_run_with_its_token_naming_the_command_and_qemus_error(
         make_guest, run_harness: Run) -> None:
     """The drive is made read-only through the extra arguments: QEMU refuses block_resize."""
@@ -50,6 +51,7 @@ def test_a_resize_qemu_refuses_ends_the_run_with_its_token_naming_the_command_an
     assert run.results()["token"] == "QMP_BLK_RESIZE_FAILED"
 
 
+@pytest.mark.fault
 def test_a_ready_line_without_the_size_cannot_be_acted_on(make_guest, run_harness: Run) -> None:
     image = make_guest(guest_saying("TEST|virtio-blk-resize|READY|disk=0"))
     run = run_harness("--disk-image", image, *TCG, "--with-blk-resize")

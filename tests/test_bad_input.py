@@ -57,14 +57,17 @@ def assert_usage(run: HarnessRun, needle: str) -> None:
     assert not (run.out_dir / "serial.log").exists()  # nothing booted
 
 
+@pytest.mark.bad_input
 def test_missing_image(run_harness: Run, tmp_path: Path) -> None:
     assert_usage(run_harness("--disk-image", tmp_path / "nope.qcow2"), "disk image not found")
 
 
+@pytest.mark.bad_input
 def test_directory_as_image(run_harness: Run, tmp_path: Path) -> None:
     assert_usage(run_harness("--disk-image", tmp_path), "is a directory")
 
 
+@pytest.mark.bad_input
 def test_a_file_that_is_no_disk_image(run_harness: Run, tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("this is not a disk\n" * 100)
@@ -74,6 +77,7 @@ def test_a_file_that_is_no_disk_image(run_harness: Run, tmp_path: Path) -> None:
     assert_usage(run_harness("--disk-image", empty), empty.name)
 
 
+@pytest.mark.bad_input
 def test_a_qcow2_whose_backing_file_is_missing(run_harness: Run, tmp_path: Path, make_guest) -> None:
     base = make_guest(lines(*PASSING))
     child = tmp_path / "child.qcow2"
@@ -82,6 +86,7 @@ def test_a_qcow2_whose_backing_file_is_missing(run_harness: Run, tmp_path: Path,
     assert_usage(run_harness("--disk-image", child), "not a usable disk image")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("blocked", ["file", "folder"])
 def test_an_unreadable_image_as_an_unprivileged_user(make_guest, blocked: str) -> None:
     """Root reads everything, so the check runs in a forked child that drops to nobody."""
@@ -98,6 +103,7 @@ def test_an_unreadable_image_as_an_unprivileged_user(make_guest, blocked: str) -
     assert message.startswith(f"FAIL: USAGE: disk image {expected}: {image}: Permission denied"), message
 
 
+@pytest.mark.bad_input
 def test_missing_or_non_executable_qemu(run_harness: Run, tmp_path: Path, make_guest) -> None:
     image = make_guest(lines(*PASSING))
     assert_usage(run_harness("--disk-image", image, "--qemu-system", "qemu-system-nonexistent"), "not found on PATH")
@@ -111,6 +117,7 @@ def test_missing_or_non_executable_qemu(run_harness: Run, tmp_path: Path, make_g
     assert_usage(run_harness("--disk-image", image, "--qemu-system", fake), "does not answer like QEMU")
 
 
+@pytest.mark.bad_input
 def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> None:
     image = make_guest(lines(*PASSING))
     run = run_harness("--disk-image", image, "--enable-virtio-snd", "--dry-run", "--accel", "tcg")
@@ -162,15 +169,18 @@ def test_sound_needs_a_qemu_with_virtio_sound(run_harness: Run, make_guest) -> N
     (("--timeout-seconds", "soon"), "invalid float value"),
     (("stray-argument",), "unexpected argument: stray-argument"),
 ])
+@pytest.mark.bad_input
 def test_bad_flags(run_harness: Run, make_guest, args: tuple[str, ...], needle: str) -> None:
     own_ports = "--http-port" not in args
     assert_usage(run_harness("--disk-image", make_guest(lines(*PASSING)), *args, ports_=own_ports), needle)
 
 
+@pytest.mark.bad_input
 def test_no_disk_image_flag(run_harness: Run) -> None:
     assert_usage(run_harness(), "--disk-image")
 
 
+@pytest.mark.bad_input
 def test_a_newline_in_the_disk_image_or_out_dir_path(run_harness: Run, tmp_path: Path, make_guest) -> None:
     odd = tmp_path / "win\n7.img"
     odd.write_bytes(make_guest(lines(*PASSING)).read_bytes())
@@ -180,6 +190,7 @@ def test_a_newline_in_the_disk_image_or_out_dir_path(run_harness: Run, tmp_path:
     assert not (tmp_path / "out\nput").exists()
 
 
+@pytest.mark.bad_input
 def test_an_empty_aero_out_dir_is_refused_not_the_current_folder(tmp_path: Path, make_guest) -> None:
     image = make_guest(lines(*PASSING))
     proc = subprocess.run(harness_argv("--disk-image", image, "--accel", "tcg"), capture_output=True, text=True,
@@ -189,6 +200,7 @@ def test_an_empty_aero_out_dir_is_refused_not_the_current_folder(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == [image.name]  # nothing written into the current folder
 
 
+@pytest.mark.bad_input
 def test_a_truncated_qcow2_is_refused_before_booting(run_harness: Run, tmp_path: Path) -> None:
     image = tmp_path / "win7.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
@@ -200,6 +212,7 @@ def test_a_truncated_qcow2_is_refused_before_booting(run_harness: Run, tmp_path:
     assert time.monotonic() - started < 10  # not the whole timeout
 
 
+@pytest.mark.bad_input
 def test_out_dir_that_is_a_file(run_harness: Run, make_guest, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -207,6 +220,7 @@ def test_out_dir_that_is_a_file(run_harness: Run, make_guest, tmp_path: Path) ->
     assert run.returncode == 2 and "--out-dir is not a directory" in run.last_line
 
 
+@pytest.mark.fault
 def test_a_taken_http_port_exits_6_naming_it(run_harness: Run, make_guest, tmp_path: Path) -> None:
     image = make_guest(lines(*PASSING))
     with socket.socket() as busy:
@@ -234,6 +248,7 @@ def test_a_port_taken_on_the_host_is_free_in_the_runs_own_network(run_harness: R
     assert run.results()["network_isolation"]["isolated"] is True
 
 
+@pytest.mark.bad_input
 def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_path: Path) -> None:
     """As root every folder is writable, so the run happens in a forked child that drops to nobody."""
     from harness.options import RunOptions
@@ -250,6 +265,7 @@ def test_an_out_dir_this_user_cannot_write_is_one_usage_line(make_guest, tmp_pat
     assert message.startswith(f"FAIL: USAGE: cannot write to --out-dir {out}: Permission denied"), message
 
 
+@pytest.mark.bad_input
 def test_an_earlier_runs_overlay_as_the_image_is_refused_not_deleted(run_harness: Run, make_guest,
                                                                      tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -263,6 +279,7 @@ def test_an_earlier_runs_overlay_as_the_image_is_refused_not_deleted(run_harness
     assert overlay.read_bytes() == before
 
 
+@pytest.mark.bad_input
 def test_no_arguments_at_all(tmp_path: Path) -> None:
     proc = subprocess.run(harness_argv(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
@@ -270,6 +287,7 @@ def test_no_arguments_at_all(tmp_path: Path) -> None:
     assert "usage:" in proc.stderr
 
 
+@pytest.mark.fault
 def test_sigterm_during_validation_is_one_interrupted_line(make_guest, tmp_path: Path) -> None:
     """Before a run's own handlers exist (here: a QEMU whose --version hangs), SIGTERM still ends in
     exit 130 with one line, and the hanging child is not left behind."""

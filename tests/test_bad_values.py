@@ -32,6 +32,7 @@ Run = Callable[..., HarnessRun]
     (("--virtio-snd-vectors", "-1"), "--virtio-snd-vectors must be between 0 and 2048"),
     (("--virtio-input-vectors", "4097"), "--virtio-input-vectors must be between 0 and 2048"),
 ])
+@pytest.mark.bad_input
 def test_a_bad_value_is_one_line(make_guest, run_harness: Run, args: tuple[str, ...], needle: str) -> None:
     run = run_harness("--disk-image", make_guest(lines(*PASSING)), "--accel", "tcg", *args)
     assert run.returncode == 2, run.stdout + run.stderr

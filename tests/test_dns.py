@@ -63,6 +63,7 @@ def test_every_other_name_is_nxdomain_and_a_known_name_has_no_aaaa(responder: tu
     assert any("host.lan. AAAA -> NOERROR, no record of that type" in line for line in lines)
 
 
+@pytest.mark.attack
 def test_a_malformed_packet_is_dropped_not_answered(responder: tuple[DnsResponder, Path]) -> None:
     server, log_path = responder
     assert ask(server, "", raw=b"\x12\x34garbage") is None
@@ -73,6 +74,7 @@ def test_a_malformed_packet_is_dropped_not_answered(responder: tuple[DnsResponde
     assert "malformed query of 9 bytes dropped" in log_path.read_text()
 
 
+@pytest.mark.attack
 def test_a_query_over_512_bytes(responder: tuple[DnsResponder, Path]) -> None:
     names = [".".join([letter * 60] * 4) + ".example" for letter in "abc"]  # three 250-byte names
     query = DNSRecord.question(names[0])
@@ -84,6 +86,7 @@ def test_a_query_over_512_bytes(responder: tuple[DnsResponder, Path]) -> None:
     assert reply is not None and reply.header.rcode == RCODE.NXDOMAIN
 
 
+@pytest.mark.attack
 def test_a_burst_of_1000_queries_costs_bounded_memory(responder: tuple[DnsResponder, Path]) -> None:
     server, log_path = responder
     tracemalloc.start()
@@ -108,6 +111,7 @@ def test_a_burst_of_1000_queries_costs_bounded_memory(responder: tuple[DnsRespon
     assert len(log_path.read_text().splitlines()) < 200  # the network log is rate-limited, not flooded
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("text", "needle"), [("nohost", "must be NAME=IPV4"), ("=1.2.3.4", "must be NAME=IPV4"),
                                               ("a.lan=999.1.1.1", "is not an IPv4 address"),
                                               ("a.lan=::1", "is not an IPv4 address")])
@@ -118,6 +122,7 @@ def test_bad_dns_records(text: str, needle: str) -> None:
         device_set("--dns-record", text)
 
 
+@pytest.mark.bad_input
 def test_a_dns_host_that_is_no_host_name_is_usage() -> None:
     with pytest.raises(UsageError, match="--dns-host must be a host name"):
         device_set("--dns-host", "bad name!")

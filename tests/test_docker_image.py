@@ -241,6 +241,7 @@ def test_the_wheel_tests_fail_on_the_images_qemu_for_want_of_a_horizontal_wheel(
     assert "unmapped button: 7 [wheel-left]" in (out / "qemu.stderr.log").read_text()
 
 
+@pytest.mark.fault
 def test_a_host_action_the_images_qemu_refuses_is_its_qmp_token(image: object, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()

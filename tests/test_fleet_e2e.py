@@ -222,6 +222,7 @@ def test_a_six_case_matrix_runs_two_at_a_time_and_merges(engine: docker.DockerCl
     assert remerged["cases"][0]["report"] == "../out/ref-small/report.html"
 
 
+@pytest.mark.fault
 def test_an_interrupted_matrix_stops_its_cases_and_still_merges(engine: docker.DockerClient, harness_image: str,
                                                                tmp_path: Path) -> None:
     matrix = tmp_path / "matrix.yaml"

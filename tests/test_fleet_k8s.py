@@ -191,6 +191,7 @@ def test_the_merge_job_merges_every_index(tmp_path: Path) -> None:
 # -- bad input ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.bad_input
 def test_an_image_outside_the_images_volume_is_usage(tmp_path: Path) -> None:
     path = tmp_path / "matrix.yaml"
     path.write_text("version: 1\ncases:\n  - {name: a, image: /srv/win7.qcow2}\n", encoding="utf-8")
@@ -203,6 +204,7 @@ def test_an_image_outside_the_images_volume_is_usage(tmp_path: Path) -> None:
     assert '"image": "/images/win7.qcow2"' in proc.stdout
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("flag", "value"), [("--name", "Aero_Fleet"), ("--out-claim", "x" * 60),
                                              ("--image", "has space")])
 def test_bad_names_are_usage(tmp_path: Path, flag: str, value: str) -> None:
@@ -213,6 +215,7 @@ def test_bad_names_are_usage(tmp_path: Path, flag: str, value: str) -> None:
     assert proc.stdout.startswith(f"FAIL: USAGE: {flag} {value!r}: not a")
 
 
+@pytest.mark.bad_input
 def test_exec_needs_an_index(tmp_path: Path) -> None:
     cases = tmp_path / "cases.json"
     cases.write_text(k8s.cases_json(load_matrix(EXAMPLE).cases), encoding="utf-8")
@@ -257,6 +260,7 @@ def stale_run(folder: Path) -> None:
     (folder / "serial.log").write_text("earlier\n", encoding="utf-8")
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("layout", ["out-dir", "out-root"])
 def test_exec_removes_an_earlier_runs_verdict_before_the_case_runs(tmp_path: Path, layout: str) -> None:
     """A pod that ends early (here: its disk image is gone, USAGE before anything boots) must not
@@ -448,6 +452,7 @@ def test_the_pods_run_a_case_and_the_merge_as_the_manifests_say(engine: docker.D
     assert (volume / "index.html").is_file() and 'href="case-1/report.html"' in (volume / "index.html").read_text()
 
 
+@pytest.mark.fault
 @pytest.mark.docker
 def test_a_pod_that_cannot_write_or_open_kvm_says_why_at_once(engine: docker.DockerClient, harness_image: str,  # noqa: F811
                                                               tmp_path: Path) -> None:

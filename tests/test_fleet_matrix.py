@@ -188,10 +188,12 @@ def test_the_json_form_round_trips(tmp_path: Path) -> None:
                    "CommentedSeq"),
     ("", "matrix.yaml: empty: a matrix needs 'version' and 'cases' or 'products'"),
 ], ids=lambda v: v.split(":")[0] if v.startswith("matrix") else None)
+@pytest.mark.bad_input
 def test_bad_matrices_are_one_line_naming_the_case_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
     assert usage_line(tmp_path, text) == f"FAIL: USAGE: {tmp_path / expected}"
 
 
+@pytest.mark.bad_input
 def test_validate_and_list_print_one_usage_line_and_exit_2(tmp_path: Path) -> None:
     path = write(tmp_path, "version: 1\ncases:\n  - name: a\n    selfcheck: true\n    flags: [--bogus]\n")
     for action in ("validate", "list"):
@@ -202,6 +204,7 @@ def test_validate_and_list_print_one_usage_line_and_exit_2(tmp_path: Path) -> No
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.bad_input
 def test_a_missing_or_unreadable_file_is_usage(tmp_path: Path) -> None:
     proc = harness("matrix", "validate", tmp_path / "nope.yaml")
     assert (proc.returncode, proc.stdout) == (2, f"FAIL: USAGE: matrix file not found: {tmp_path / 'nope.yaml'}\n")
@@ -256,6 +259,7 @@ def test_the_case_jobs_timeout_follows_the_longest_case_or_is_given(tmp_path: Pa
     assert harness("matrix", "list", path, "--format", "github").stdout.splitlines()[2] == "timeout_minutes=32"
 
 
+@pytest.mark.bad_input
 def test_list_table_and_an_unknown_case(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     proc = harness("matrix", "list", path)
@@ -273,6 +277,7 @@ def test_list_table_and_an_unknown_case(tmp_path: Path) -> None:
 # -- a local run's input, refused before anything starts -----------------------------------------------
 
 
+@pytest.mark.bad_input
 def test_matrix_run_refuses_a_missing_image_before_starting_anything(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "win7.qcow2").write_bytes(build_image(b"hello", Ending.HALT))
@@ -299,6 +304,7 @@ def test_matrix_run_refuses_a_missing_image_before_starting_anything(tmp_path: P
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 def test_matrix_run_refuses_bad_jobs(tmp_path: Path) -> None:
     proc = harness("matrix", "run", write(tmp_path, GOOD), "--jobs", "0")
     assert proc.returncode == 2

@@ -103,6 +103,7 @@ def test_the_merge_exits_with_the_worst_case_and_names_it(tmp_path: Path, codes:
 # -- missing and half-written runs -----------------------------------------------------------------------
 
 
+@pytest.mark.fault
 def test_missing_and_half_written_runs_are_failing_cases_of_their_own(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     good = run_dir(runs, "good", results(0))
@@ -134,6 +135,7 @@ def test_missing_and_half_written_runs_are_failing_cases_of_their_own(tmp_path: 
                                      "RESULTS_MISSING (exit 2)")
 
 
+@pytest.mark.bad_input
 def test_two_runs_of_one_case_are_refused(tmp_path: Path) -> None:
     a = run_dir(tmp_path / "a", "x", results(0), {"name": "same"})
     b = run_dir(tmp_path / "b", "y", results(0), {"name": "same"})
@@ -241,6 +243,7 @@ class _Page(HTMLParser):
                 self.sources.append(value)
 
 
+@pytest.mark.attack
 def test_index_and_summary_escape_what_runs_wrote(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     bad = run_dir(runs, "hostile", results(1, detail=HOSTILE, accel=HOSTILE,

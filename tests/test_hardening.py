@@ -58,6 +58,7 @@ def serial_has(out: Path, needle: bytes) -> bool:
 
 # --- data loss -------------------------------------------------------------------------------------
 
+@pytest.mark.bad_input
 def test_a_serial_log_that_is_the_image_is_refused_and_the_image_kept(make_guest, run_harness: Run) -> None:
     image = make_guest(lines(*PASSING))
     before = sha256(image)
@@ -65,6 +66,7 @@ def test_a_serial_log_that_is_the_image_is_refused_and_the_image_kept(make_guest
     assert sha256(image) == before
 
 
+@pytest.mark.bad_input
 def test_a_wav_path_that_is_the_image_is_refused_before_anything_else(make_guest, run_harness: Run) -> None:
     image = make_guest(lines(*PASSING))
     before = sha256(image)
@@ -73,6 +75,7 @@ def test_a_wav_path_that_is_the_image_is_refused_before_anything_else(make_guest
     assert image.exists() and sha256(image) == before
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("flag", ["--serial-log", "--http-log"])
 def test_an_output_through_a_new_out_dir_back_onto_the_image_is_refused(make_guest, run_harness: Run, tmp_path: Path,
                                                                         flag: str) -> None:
@@ -85,6 +88,7 @@ def test_an_output_through_a_new_out_dir_back_onto_the_image_is_refused(make_gue
     assert sha256(image) == before and not out.exists()
 
 
+@pytest.mark.bad_input
 def test_an_output_deeper_in_a_new_out_dir_is_a_usage_error(make_guest, run_harness: Run, tmp_path: Path) -> None:
     out = tmp_path / "new"
     run = run_harness("--disk-image", make_guest(lines(*PASSING)), *TCG, "--serial-log", out / "sub" / "s.log",
@@ -93,6 +97,7 @@ def test_an_output_deeper_in_a_new_out_dir_is_a_usage_error(make_guest, run_harn
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("flag", ["--out-dir", "--disk-image", "--serial-log", "--http-log"])
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(make_guest, tmp_path: Path, flag: str) -> None:
     image = make_guest(lines(*PASSING))
@@ -105,6 +110,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(make_guest, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.img"]  # nothing written into the cwd
 
 
+@pytest.mark.bad_input
 def test_a_hard_link_of_the_image_is_the_image(make_guest, run_harness: Run, tmp_path: Path) -> None:
     image = make_guest(lines(*PASSING))
     link = tmp_path / "serial-copy.log"
@@ -113,6 +119,7 @@ def test_a_hard_link_of_the_image_is_the_image(make_guest, run_harness: Run, tmp
     assert sha256(image) == sha256(link)
 
 
+@pytest.mark.bad_input
 def test_a_file_of_the_backing_chain_is_protected_too(make_guest, run_harness: Run, tmp_path: Path) -> None:
     base = make_guest(lines(*PASSING))
     child = tmp_path / "child.qcow2"
@@ -122,6 +129,7 @@ def test_a_file_of_the_backing_chain_is_protected_too(make_guest, run_harness: R
     assert sha256(base) == before
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("device", ["/dev/null", "fifo"])
 def test_an_output_that_is_no_regular_file_is_refused(make_guest, run_harness: Run, tmp_path: Path,
                                                        device: str) -> None:
@@ -133,6 +141,7 @@ def test_an_output_that_is_no_regular_file_is_refused(make_guest, run_harness: R
           "is not a regular file")
 
 
+@pytest.mark.attack
 def test_links_planted_in_a_shared_out_dir_are_never_written_through(make_guest, run_harness: Run,
                                                                      tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
@@ -148,6 +157,7 @@ def test_links_planted_in_a_shared_out_dir_are_never_written_through(make_guest,
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.bad_input
 def test_the_image_kept_in_the_out_dir_under_a_report_name_is_refused(make_guest, run_harness: Run,
                                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -160,6 +170,7 @@ def test_the_image_kept_in_the_out_dir_under_a_report_name_is_refused(make_guest
     assert sha256(image) == before
 
 
+@pytest.mark.bad_input
 def test_two_outputs_that_are_one_file_are_refused(make_guest, run_harness: Run, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -168,6 +179,7 @@ def test_two_outputs_that_are_one_file_are_refused(make_guest, run_harness: Run,
     assert run.returncode == 2 and "are the same file" in run.last_line, run.stdout
 
 
+@pytest.mark.attack
 def test_writers_replace_a_planted_link_instead_of_following_it(tmp_path: Path) -> None:
     """The last line of defence, for a link planted after the checks: the link is replaced."""
     victim = tmp_path / "victim"
@@ -181,6 +193,7 @@ def test_writers_replace_a_planted_link_instead_of_following_it(tmp_path: Path) 
     assert victim.read_bytes() == b"precious"
 
 
+@pytest.mark.fault
 def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_holder(make_guest, tmp_path: Path,
                                                                        ports: tuple[int, int]) -> None:
     image = make_guest(lines("START|version=1"))  # stays up without RESULT
@@ -206,6 +219,7 @@ def test_a_second_run_on_the_same_out_dir_is_refused_naming_the_holder(make_gues
     assert json.loads((out / "results.json").read_text())["token"] == "INTERRUPTED"
 
 
+@pytest.mark.fault
 def test_a_run_killed_outright_leaves_no_earlier_verdict_behind(make_guest, run_harness: Run, tmp_path: Path,
                                                                 ports: tuple[int, int]) -> None:
     out = tmp_path / "out"
@@ -222,6 +236,7 @@ def test_a_run_killed_outright_leaves_no_earlier_verdict_behind(make_guest, run_
     wait_for(lambda: not Path(f"/proc/{qemu_pid}").exists(), timeout=10)  # it dies with the harness
 
 
+@pytest.mark.bad_input
 def test_a_run_refused_for_bad_input_leaves_no_earlier_verdict_behind(make_guest, run_harness: Run,
                                                                      tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -234,6 +249,7 @@ def test_a_run_refused_for_bad_input_leaves_no_earlier_verdict_behind(make_guest
     assert (out / "serial.log").exists()  # the logs stay until a run replaces them
 
 
+@pytest.mark.bad_input
 def test_a_run_refused_for_bad_input_leaves_a_running_runs_reports_alone(make_guest, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -246,6 +262,7 @@ def test_a_run_refused_for_bad_input_leaves_a_running_runs_reports_alone(make_gu
     assert (out / "results.json").read_text() == '{"verdict": "PASS"}'
 
 
+@pytest.mark.fault
 def test_an_earlier_capture_never_stands_in_for_this_runs(tmp_path: Path) -> None:
     from harness.outputs import clear_stale
     from harness.runner import _settle
@@ -261,6 +278,7 @@ def test_an_earlier_capture_never_stands_in_for_this_runs(tmp_path: Path) -> Non
 
 # --- signals and leftovers --------------------------------------------------------------------------
 
+@pytest.mark.fault
 def test_a_signal_while_qemu_cannot_answer_the_screenshot_ends_the_run_within_a_second(
         make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
     """QEMU frozen (SIGSTOP) at the timeout: the screenshot hangs; SIGTERM must still end the run at once."""
@@ -285,6 +303,7 @@ def test_a_signal_while_qemu_cannot_answer_the_screenshot_ends_the_run_within_a_
     wait_for(lambda: not Path(f"/proc/{qemu_pid}").exists(), timeout=5)
 
 
+@pytest.mark.fault
 def test_a_second_ctrl_c_kills_qemu_at_once(make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
     image = make_guest(lines("START|version=1"))
     out = tmp_path / "out"
@@ -304,6 +323,7 @@ def test_a_second_ctrl_c_kills_qemu_at_once(make_guest, tmp_path: Path, ports: t
     assert proc.returncode == 130
 
 
+@pytest.mark.fault
 def test_runtime_folders_of_killed_runs_are_swept(make_guest, run_harness: Run, tmp_path: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Unix socket paths are limited to 108 bytes
     stale = tmp / "aero-win7-harness-999999-abcd1234"  # pid 999999: above pid_max here, so surely gone
@@ -335,6 +355,7 @@ def test_a_long_tmpdir_does_not_break_the_unix_sockets(make_guest, tmp_path: Pat
 HOSTILE = b"\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x07 clear, title and clipboard\r\n"
 
 
+@pytest.mark.attack
 def test_follow_serial_shows_escape_sequences_instead_of_obeying_them(make_guest, run_harness: Run) -> None:
     image = make_guest(HOSTILE + lines(*PASSING))
     run = run_harness("--disk-image", image, *TCG, "--follow-serial")
@@ -347,6 +368,7 @@ def test_follow_serial_shows_escape_sequences_instead_of_obeying_them(make_guest
     assert raw.stdout.startswith(HOSTILE.decode().replace("\r\n", "\n"))  # only when asked for
 
 
+@pytest.mark.attack
 def test_a_failing_verdict_shows_guest_control_bytes(make_guest, run_harness: Run) -> None:
     image = make_guest(lines(*PASSING[:1], "TEST|virtio-blk|FAIL|reason=\x1b]0;x\x07oops", *PASSING[2:-1],
                              "RESULT|FAIL"))
@@ -355,6 +377,7 @@ def test_a_failing_verdict_shows_guest_control_bytes(make_guest, run_harness: Ru
     assert "\\x1b]0;x\\x07oops" in run.last_line
 
 
+@pytest.mark.attack
 def test_a_free_text_pass_before_the_real_fail_fails_the_run(make_guest, run_harness: Run) -> None:
     image = make_guest(b"log: previous boot ended with AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n" +
                        lines(*PASSING[:-1], "RESULT|FAIL"))
@@ -378,6 +401,7 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.fault
 def test_a_serial_log_on_a_full_disk_keeps_the_real_verdict(make_guest, run_harness: Run, tiny_fs: Path) -> None:
     noise = b"".join(b"boot noise line %05d ........................................\r\n" % i for i in range(400))
     image = make_guest(noise + lines(*PASSING))
@@ -387,6 +411,7 @@ def test_a_serial_log_on_a_full_disk_keeps_the_real_verdict(make_guest, run_harn
     assert "No space left on device" in str(run.results()["serial_log_error"])
 
 
+@pytest.mark.fault
 def test_a_run_told_to_follow_its_stdin_ends_when_the_launcher_goes_away(make_guest, tmp_path: Path,
                                                                         ports: tuple[int, int]) -> None:
     image = make_guest(lines("START|version=1"))

@@ -145,6 +145,7 @@ def test_steps_name_the_media_paths_and_the_harness_run(tmp_path: Path) -> None:
     assert "no --provisioning-iso" in "\n".join(steps(InstallPlan(without, None, ["qemu"], "sdl")))
 
 
+@pytest.mark.bad_input
 def test_bad_input_is_one_usage_line(tmp_path: Path, isos: tuple[Path, Path],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     win7, prov = isos
@@ -177,6 +178,7 @@ def test_bad_input_is_one_usage_line(tmp_path: Path, isos: tuple[Path, Path],
     assert prov.exists()
 
 
+@pytest.mark.bad_input
 def test_failed_disk_creation_is_a_usage_error(tmp_path: Path, isos: tuple[Path, Path],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     win7, prov = isos

@@ -27,6 +27,7 @@ def without_namespaces(*args: str | Path, cwd: Path) -> subprocess.CompletedProc
                            *harness_argv(*args)], capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+@pytest.mark.fault
 def test_auto_goes_on_without_isolation_with_one_warning(make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
     out = tmp_path / "out"
     run = without_namespaces("--disk-image", make_guest(lines(*PASSING)), "--accel", "tcg", "--timeout-seconds", "30",
@@ -39,6 +40,7 @@ def test_auto_goes_on_without_isolation_with_one_warning(make_guest, tmp_path: P
     assert isolation["isolated"] is False and "namespace limit" in isolation["how"]
 
 
+@pytest.mark.fault
 def test_on_is_an_infra_failure_naming_why(make_guest, tmp_path: Path) -> None:
     run = without_namespaces("--disk-image", make_guest(lines(*PASSING)), "--accel", "tcg", "--network-isolation",
                              "on", "--out-dir", tmp_path / "out", cwd=tmp_path)
@@ -49,6 +51,7 @@ def test_on_is_an_infra_failure_naming_why(make_guest, tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "serial.log").exists()
 
 
+@pytest.mark.bad_input
 def test_bad_input_is_usage_before_any_isolation(tmp_path: Path) -> None:
     run = without_namespaces("--disk-image", tmp_path / "missing.img", "--network-isolation", "on", cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +65,7 @@ def test_any_split_of_the_stream_gives_the_same_records(records: list[tuple[byte
     assert feed_all([stream[i:i + 1] for i in range(min(len(stream), 3000))]) == feed_all([stream[:3000]])
 
 
+@pytest.mark.attack
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(st.one_of(NOISE.map(lambda n: (n, False)),
                                 st.tuples(LEADING, RECORD_TEXT).map(lambda t: (t[0] + PREFIX + t[1].encode(), True))),
@@ -79,6 +81,7 @@ def test_a_line_is_a_record_only_when_it_starts_with_the_prefix(lines: list[tupl
     assert feed_all(split_at(stream, cuts)) == expected
 
 
+@pytest.mark.attack
 @settings(max_examples=100, deadline=None)
 @given(text=RECORD_TEXT, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10))
 def test_a_record_mentioned_in_free_text_is_not_a_record(text: str, cuts: list[int]) -> None:
@@ -86,6 +89,7 @@ def test_a_record_mentioned_in_free_text_is_not_a_record(text: str, cuts: list[i
     assert feed_all(split_at(stream, cuts)) == ["AERO_VIRTIO_SELFTEST|RESULT|FAIL"]
 
 
+@pytest.mark.attack
 def test_a_free_text_pass_does_not_hide_the_real_fail() -> None:
     stream = (b"log: previous boot ended with AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n"
               b"\x1b[0m AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n"  # an escape sequence is text, not noise
@@ -94,6 +98,7 @@ def test_a_free_text_pass_does_not_hide_the_real_fail() -> None:
     assert [result_of(r) for r in records] == ["FAIL"]
 
 
+@pytest.mark.attack
 def test_a_record_after_megabytes_of_noise_without_newline_is_kept_and_memory_stays_bounded() -> None:
     scanner = Scanner()
     rng = random.Random(7)
@@ -109,6 +114,7 @@ def test_a_record_after_megabytes_of_noise_without_newline_is_kept_and_memory_st
     assert high_water <= MAX_PENDING_BYTES + len(noise)
 
 
+@pytest.mark.attack
 def test_a_prefix_after_an_overlong_run_of_control_bytes_is_not_lost() -> None:
     scanner = Scanner()
     filler = b"\x00" * (MAX_PENDING_BYTES + 10)
@@ -118,6 +124,7 @@ def test_a_prefix_after_an_overlong_run_of_control_bytes_is_not_lost() -> None:
     assert scanner.pending_bytes == 0
 
 
+@pytest.mark.attack
 def test_an_overlong_text_line_is_dropped_up_to_its_newline() -> None:
     scanner = Scanner()
     assert scanner.feed(b"x" * (MAX_PENDING_BYTES + 10)) == []
@@ -127,6 +134,7 @@ def test_an_overlong_text_line_is_dropped_up_to_its_newline() -> None:
     assert [r.text for r in records] == ["AERO_VIRTIO_SELFTEST|RESULT|FAIL"]
 
 
+@pytest.mark.attack
 def test_an_overlong_record_is_dropped_but_the_next_one_is_found() -> None:
     scanner = Scanner()
     junk_record = PREFIX + b"TEST|x|PASS|" + b"a" * (MAX_RECORD_BYTES * 5)
@@ -134,6 +142,7 @@ def test_an_overlong_record_is_dropped_but_the_next_one_is_found() -> None:
     assert [r.text for r in records][-1] == "AERO_VIRTIO_SELFTEST|RESULT|PASS"
 
 
+@pytest.mark.attack
 def test_invalid_utf8_inside_a_record_is_replaced_not_fatal() -> None:
     record = parse_line(PREFIX + b"TEST|virtio-net|PASS|note=\xff\xfe")
     assert record is not None and record.kind == "TEST"
@@ -153,6 +162,7 @@ def test_test_marker_fields_and_bare_reason() -> None:
     assert blk is not None and blk.fields == {"write_ok": "1", "read_mbps": "9.5"} and blk.reason is None
 
 
+@pytest.mark.attack
 def test_malformed_records_are_ignored() -> None:
     for line in (b"AERO_VIRTIO_SELFTEST|", b"AERO_VIRTIO_SELFTEST|TEST|virtio-blk", b"AERO_VIRTIO_SELFTEST|TEST||PASS",
                  b"AERO_VIRTIO_SELFTEST|TEST|virtio-blk|MAYBE"):
@@ -162,6 +172,7 @@ def test_malformed_records_are_ignored() -> None:
     assert parse_line(b"no marker here") is None
 
 
+@pytest.mark.attack
 def test_control_bytes_trailing_a_record_are_noise() -> None:
     records = Scanner().feed(PREFIX + b"RESULT|PASS\x00\r\n" + PREFIX + b"TEST|virtio-blk|PASS|x=1\x1b\x07\n")
     assert [r.text for r in records] == ["AERO_VIRTIO_SELFTEST|RESULT|PASS", "AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|x=1"]

@@ -173,6 +173,7 @@ def test_a_long_command_line_goes_through_the_task_xml(tmp_path: Path, inputs: t
         (["--dns-host", "h\u00f6st.lan"], "--dns-host"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_input_writes_nothing(tmp_path: Path, inputs: tuple[Path, Path],  # noqa: F811
                                   capsys: pytest.CaptureFixture[str], flags: list[str], detail: str) -> None:
     exe, drivers = inputs

@@ -78,6 +78,7 @@ def test_a_missing_default_inf_is_a_warning(tmp_path: Path, capsys: pytest.Captu
         warnings
 
 
+@pytest.mark.bad_input
 def test_no_default_inf_at_all_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     exe, drivers = make_inputs(tmp_path, {"viostor/viostor.inf": b"[Version]\r\n"})
     line = usage_fails(capsys, ["--selftest-exe", str(exe), "--drivers-dir", str(drivers),
@@ -125,6 +126,7 @@ def _with_second_blk(tmp_path: Path, data: bytes) -> tuple[Path, Path]:
     return make_inputs(tmp_path, {**DRIVER_FILES, "old/blk/aero_virtio_blk.inf": data})
 
 
+@pytest.mark.bad_input
 def test_an_ambiguous_name_needs_a_relative_path(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                  open_iso: OpenIso) -> None:  # noqa: F811
     exe, drivers = _with_second_blk(tmp_path, inf_text(HWIDS["blk"]))
@@ -153,6 +155,7 @@ def test_the_default_list_prefers_the_inf_with_the_contract_id(tmp_path: Path, c
                          str(tmp_path / "c.iso"), "--inf-allow-list", "aero_virtio_blk.inf"], "matches several INFs")
 
 
+@pytest.mark.bad_input
 def test_an_entry_matching_nothing_names_the_available_infs(inputs: tuple[Path, Path],  # noqa: F811
                                                             tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:

@@ -339,6 +339,7 @@ def test_default_output_is_an_iso_in_the_current_folder(tmp_path: Path, inputs: 
     assert "AERO/provision/provision.cmd" in open_iso(tmp_path / "aero-win7-provisioning.iso").joliet_files()
 
 
+@pytest.mark.bad_input
 def test_bad_input_is_one_usage_line(tmp_path: Path, inputs: tuple[Path, Path],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     exe, drivers = inputs
@@ -376,6 +377,7 @@ def test_bad_input_is_one_usage_line(tmp_path: Path, inputs: tuple[Path, Path],
     ("name", "detail"),
     [("a:b.inf", "does not allow"), ("trailing.", "dot"), ("con.inf", "reserved"), ("x" * 61 + ".inf", "64")],
 )
+@pytest.mark.bad_input
 def test_driver_names_windows_cannot_hold(tmp_path: Path, inputs: tuple[Path, Path],
                                           capsys: pytest.CaptureFixture[str], name: str, detail: str) -> None:
     exe, drivers = inputs
@@ -384,6 +386,7 @@ def test_driver_names_windows_cannot_hold(tmp_path: Path, inputs: tuple[Path, Pa
                          "--output-iso", str(tmp_path / "x.iso")], detail)
 
 
+@pytest.mark.bad_input
 def test_names_differing_only_by_case_are_refused(tmp_path: Path, inputs: tuple[Path, Path],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     exe, drivers = inputs

@@ -86,6 +86,7 @@ def test_cmd_variables_are_expanded_not_escaped() -> None:
     assert batch_text(["50% of ", drive]) == "50%% of %AERO_DRIVE%"
 
 
+@pytest.mark.attack
 def test_control_characters_are_refused() -> None:
     with pytest.raises(ValueError, match="control character"):
         quote_arg("two\nlines")

@@ -349,6 +349,7 @@ def host_echo() -> Iterator[HostEcho]:
     echo.close()
 
 
+@pytest.mark.attack
 def test_an_isolated_guest_cannot_reach_a_service_on_the_hosts_loopback(guest: Built, run_harness: Run,
                                                                          host_echo: HostEcho) -> None:
     http = free_port()
@@ -419,6 +420,7 @@ def test_a_run_with_the_default_overlay_keeps_the_guests_writes_out_of_the_image
     assert sha256(guest.image) == before
 
 
+@pytest.mark.fault
 def test_an_out_dir_that_fills_up_ends_the_run_at_once_naming_the_file_system(
         guest: Built, guest_ports: tuple[int, int], tmp_path: Path) -> None:
     """The overlay's file system (a 2 MiB tmpfs) fills up under the guest's 8 MiB disk test."""
@@ -457,6 +459,7 @@ def test_sound_required_by_the_guest_without_the_device_fails_virtio_snd(guest_r
 
 # -- signals --------------------------------------------------------------------------------------
 
+@pytest.mark.fault
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_run_killed_mid_way_leaves_no_qemu(guest: Built, tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "out"

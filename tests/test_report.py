@@ -118,6 +118,7 @@ def test_a_timeout_page(make_guest, run_harness: Run, tmp_path: Path) -> None:
     assert_rendered(browser_png(run.out_dir / "report.html", tmp_path), FAIL_RED)
 
 
+@pytest.mark.attack
 def test_whatever_the_guest_sends_stays_inert_in_the_page(make_guest, run_harness: Run, tmp_path: Path) -> None:
     hostile = "TEST|virtio-blk|FAIL|reason=<script>alert(1)</script>|note=<img src=x onerror=alert(2)>|x=\x1b[31m"
     message = b"<script>document.body.innerHTML='owned'</script>\xff\xfe\r\n" + lines(

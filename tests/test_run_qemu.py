@@ -81,6 +81,7 @@ def test_timeout_exits_5_with_progress_and_a_screenshot(make_guest, run_harness:
     assert (run.out_dir / "screenshot.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("ending", [Ending.RESET, Ending.POWEROFF])
 def test_qemu_ending_before_result_exits_3_at_once(make_guest, run_harness: Run, ending: Ending) -> None:
     image = make_guest(lines("START|version=1"), ending)
@@ -96,6 +97,7 @@ def test_result_written_just_before_power_off_still_counts(make_guest, run_harne
     assert (run.returncode, run.last_line) == (0, "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS")
 
 
+@pytest.mark.fault
 def test_qemu_refusing_its_arguments_is_reported_from_its_stderr(make_guest, run_harness: Run) -> None:
     run = run_harness("--disk-image", make_guest(lines(*PASSING)), *TCG, "--", "-device", "no-such-device")
     assert run.returncode == 3
@@ -159,6 +161,7 @@ def test_qemu_opens_the_users_image_read_only(make_guest, tmp_path: Path, ports:
     assert (out / "disk-overlay.qcow2").exists() == (mode == ())
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_shuts_qemu_down_and_exits_130(make_guest, tmp_path: Path, ports: tuple[int, int],
                                                sig: signal.Signals) -> None:
@@ -182,6 +185,7 @@ def test_a_signal_shuts_qemu_down_and_exits_130(make_guest, tmp_path: Path, port
     assert json.loads((out / "results.json").read_text())["exit_code"] == 130
 
 
+@pytest.mark.fault
 def test_a_harness_killed_outright_takes_qemu_with_it(make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
     image = make_guest(lines("START|version=1"))
     proc = subprocess.Popen(harness_argv("--disk-image", image, "--accel", "tcg", "--out-dir", tmp_path / "o",
@@ -210,6 +214,7 @@ def test_log_format_json_makes_every_console_line_json(make_guest, run_harness: 
     assert run.stdout.splitlines() == ["PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"]  # stdout stays the verdict
 
 
+@pytest.mark.fault
 def test_a_signal_before_qemu_starts_still_ends_cleanly(make_guest, tmp_path: Path, ports: tuple[int, int]) -> None:
     """SIGTERM while the KVM probe runs (uncached: seconds on a nested host) is honoured once it returns."""
     image = make_guest(lines("START|version=1"))
@@ -229,6 +234,7 @@ def test_a_signal_before_qemu_starts_still_ends_cleanly(make_guest, tmp_path: Pa
     assert json.loads((out / "results.json").read_text())["token"] == "INTERRUPTED"
 
 
+@pytest.mark.attack
 def test_control_bytes_from_the_guest_leave_a_pass_a_pass(make_guest, run_harness: Run) -> None:
     records = [r.replace("TEST|virtio-blk|PASS", "TEST|virtio-blk|PASS|note=\x01\x1b[31mred\x1b[0m")
                .replace("upload_ok=1", "upload_ok=1\x07") for r in PASSING[:-1]]

@@ -110,6 +110,7 @@ def test_anything_else_is_404(services: tuple[ServiceEndpoints, Path], method: s
     assert request(services[0].http_port, method, path, b"x" if method == "POST" else None)[0] == 404
 
 
+@pytest.mark.attack
 def test_udp_echo_and_oversized_datagrams_are_dropped(services: tuple[ServiceEndpoints, Path]) -> None:
     endpoints, log = services
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -125,6 +126,7 @@ def test_udp_echo_and_oversized_datagrams_are_dropped(services: tuple[ServiceEnd
     assert "4 bytes echoed" in text and "2048 bytes echoed" in text and "2049 bytes dropped" in text
 
 
+@pytest.mark.fault
 def test_a_taken_port_is_an_infra_error_naming_it(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -145,11 +147,13 @@ def test_the_services_listen_on_loopback_only(services: tuple[ServiceEndpoints, 
         socket.create_connection(("127.0.0.2", endpoints.http_port), timeout=2).close()
 
 
+@pytest.mark.bad_input
 def test_bad_path_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError), guest_services(0, "no-slash", 0, tmp_path / "l"):
         pass
 
 
+@pytest.mark.fault
 def test_a_guest_dying_mid_download_is_logged_not_a_traceback(services: tuple[ServiceEndpoints, Path],
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     endpoints, log = services

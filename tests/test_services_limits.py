@@ -101,6 +101,7 @@ def megabytes(total_mb: int) -> Iterator[bytes]:
         yield block
 
 
+@pytest.mark.attack
 def test_a_chunked_gigabyte_is_refused_at_the_limit_without_buffering(services: Services) -> None:
     status, sent = post_stream(services.http_port, megabytes(1024), chunked=True)
     assert status == 413
@@ -108,6 +109,7 @@ def test_a_chunked_gigabyte_is_refused_at_the_limit_without_buffering(services: 
     assert services.peak_rss_mb < 60
 
 
+@pytest.mark.attack
 def test_a_huge_content_length_is_refused_before_reading(services: Services) -> None:
     status, sent = post_stream(services.http_port, megabytes(0), chunked=False, length=10 * 1024 ** 3)
     assert status == 413 and sent == 0
@@ -133,6 +135,7 @@ def concurrent_uploads(services: Services, clients: int) -> tuple[list[int], int
     return statuses, peak_threads
 
 
+@pytest.mark.attack
 def test_200_concurrent_4_mib_uploads_stay_under_100_mb(services: Services) -> None:
     statuses, peak_threads = concurrent_uploads(services, 200)
     assert len(statuses) == 200
@@ -142,6 +145,7 @@ def test_200_concurrent_4_mib_uploads_stay_under_100_mb(services: Services) -> N
     assert MAX_UPLOAD == 4 << 20
 
 
+@pytest.mark.attack
 def test_idle_connections_are_capped_and_closed(tmp_path: Path) -> None:
     svc = start_services(tmp_path, idle_timeout=1.0)
     try:
@@ -161,6 +165,7 @@ def test_idle_connections_are_capped_and_closed(tmp_path: Path) -> None:
         svc.proc.communicate(input="", timeout=30)
 
 
+@pytest.mark.attack
 def test_a_udp_flood_costs_a_bounded_number_of_log_lines(services: Services) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.001)

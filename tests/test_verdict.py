@@ -202,6 +202,7 @@ def test_any_order_of_the_markers_and_unrelated_lines_gives_the_same_verdict(ord
     assert verdict_of(shuffled).token == "PASS"
 
 
+@pytest.mark.bad_input
 def test_usage_errors_of_the_device_flags() -> None:
     for flags, needle in [
         (("--virtio-transitional", "--with-virtio-tablet"), "needs virtio-input"),
