@@ -38,7 +38,7 @@ IMAGE = os.environ.get("AERO_WIN7_IMAGE", "aero-win7-harness:latest")
 GUEST_IN_IMAGE = "/usr/share/aero-win7-harness/reference-guest.qcow2"
 REPO = Path(__file__).resolve().parent.parent
 SIZE_GOAL_BYTES = 300_000_000
-OWNER = os.getuid() if os.getuid() != 0 else 10001  # a root caller's container runs as the image's user
+OWNER = os.getuid()  # the caller's: a root caller's folder is lent to the image's user for the run, then given back
 GUI_PACKAGES = re.compile(r"^(qemu-system-gui|qemu-system-modules-\S+|libgtk\S*|libsdl\S*|libspice\S*|"
                           r"libvirglrenderer\S*|libx11-6)$", re.MULTILINE)
 
