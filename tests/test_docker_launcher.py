@@ -102,6 +102,7 @@ def disk(tmp_path: Path) -> Path:
 
 # --- without an engine --------------------------------------------------------------------------
 
+@pytest.mark.fault
 def test_unreachable_engine_exits_6_with_one_line_after_logged_retries(tmp_path: Path, disk: Path) -> None:
     sock_path = tmp_path / "closed.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -123,6 +124,7 @@ def test_unreachable_engine_exits_6_with_one_line_after_logged_retries(tmp_path:
     assert '"token": "INFRA"' in launcher_log
 
 
+@pytest.mark.bad_input
 def test_missing_disk_image_exits_2(tmp_path: Path) -> None:
     proc = launcher("--disk-image", str(tmp_path / "missing.qcow2"), "--out-dir", str(tmp_path / "out"))
     assert proc.returncode == 2
@@ -157,6 +159,7 @@ def test_harness_exit_codes_pass_through_unretried(fake_image: str, tmp_path: Pa
     assert proc.stderr.count('"created container') == 1
 
 
+@pytest.mark.fault
 def test_exit_code_outside_the_contract_is_infra(fake_image: str, tmp_path: Path, disk: Path) -> None:
     proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk),
                     "--out-dir", str(tmp_path / "out"), "--http-path", "/exit/42")
@@ -164,6 +167,7 @@ def test_exit_code_outside_the_contract_is_infra(fake_image: str, tmp_path: Path
     assert proc.stdout.splitlines()[-1].startswith("FAIL: INFRA: the container ended with exit code 42")
 
 
+@pytest.mark.bad_input
 def test_missing_image_in_engine_exits_2(engine: docker.DockerClient, tmp_path: Path, disk: Path) -> None:
     proc = launcher("--image", "aero-win7-harness-no-such:image", "--disk-image", str(disk),
                     "--out-dir", str(tmp_path / "out"), "--accel", "tcg")
@@ -184,6 +188,7 @@ def _sigint_ignored() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@pytest.mark.fault
 def test_ctrl_c_stops_and_removes_the_container(engine: docker.DockerClient, fake_image: str,
                                                tmp_path: Path, disk: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
@@ -211,6 +216,7 @@ def _ours(engine: docker.DockerClient) -> list[docker.models.containers.Containe
     return engine.containers.list(all=True, filters={"label": FAKE_LABEL})
 
 
+@pytest.mark.fault
 def test_a_killed_launcher_takes_its_container_down_and_the_next_one_removes_it(
         engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "harness.launcher.cli", "--image", fake_image, "--accel", "tcg",
@@ -234,6 +240,7 @@ def test_a_killed_launcher_takes_its_container_down_and_the_next_one_removes_it(
         engine.containers.get(str(box.id))  # swept by the next launcher
 
 
+@pytest.mark.fault
 def test_a_container_stopped_from_outside_is_infra_not_an_interrupt(engine: docker.DockerClient, fake_image: str,
                                                                    tmp_path: Path, disk: Path) -> None:
     """What a Docker engine restart does to a running container (SIGTERM), without restarting it."""
@@ -253,6 +260,7 @@ def test_a_container_stopped_from_outside_is_infra_not_an_interrupt(engine: dock
         engine.containers.get(str(box.id))
 
 
+@pytest.mark.bad_input
 def test_a_network_that_does_not_exist_is_one_usage_line(fake_image: str, tmp_path: Path, disk: Path) -> None:
     proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir",
                     str(tmp_path / "out"), "--network", "nonet")
@@ -261,6 +269,7 @@ def test_a_network_that_does_not_exist_is_one_usage_line(fake_image: str, tmp_pa
     assert "nonet" in proc.stdout and "Traceback" not in proc.stderr
 
 
+@pytest.mark.bad_input
 def test_colons_and_commas_in_paths_reach_the_container(fake_image: str, tmp_path: Path) -> None:
     disk = tmp_path / "win7:sp1,x64" / "disk:1,a.qcow2"
     disk.parent.mkdir()
@@ -284,6 +293,7 @@ def _dockerd_pid() -> int:
     missing_prerequisite("no dockerd process on this machine to freeze (the engine is remote)")
 
 
+@pytest.mark.fault
 def test_an_engine_gone_longer_than_the_retries_is_one_line_and_the_container_goes(
         engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
     """dockerd frozen (SIGSTOP) mid-run: every engine call times out, past the retries."""
@@ -326,6 +336,7 @@ def _start(fake_image: str, out: Path, disk: Path, *flags: str) -> subprocess.Po
     return proc
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("ending", ["pass", "fail", "interrupt", "stopped from outside"])
 def test_a_root_callers_folder_is_given_back_on_every_way_out(engine: docker.DockerClient, fake_image: str,
                                                                tmp_path: Path, disk: Path, ending: str) -> None:
@@ -364,6 +375,7 @@ def test_a_root_callers_folder_is_given_back_on_every_way_out(engine: docker.Doc
     assert not (out / "suid").stat().st_mode & 0o6000
 
 
+@pytest.mark.fault
 def test_a_second_launcher_on_the_folder_is_refused_and_changes_nothing(fake_image: str, tmp_path: Path,
                                                                        disk: Path) -> None:
     """make test-win7 twice: the second says so on the host, naming the folder and the first's pid."""
@@ -389,6 +401,7 @@ def test_a_second_launcher_on_the_folder_is_refused_and_changes_nothing(fake_ima
     assert first.returncode == 130
 
 
+@pytest.mark.fault
 def test_a_previous_verdict_goes_before_the_engine_is_asked(engine: docker.DockerClient, tmp_path: Path,
                                                             disk: Path) -> None:
     """Bad input found once the folder is known (an image the engine lacks): the earlier PASS is gone."""

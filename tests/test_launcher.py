@@ -64,6 +64,7 @@ def test_run_flags_are_passed_with_container_paths(disk: Path, tmp_path: Path) -
         (str(disk.parent), "/images", True), (str(out.resolve()), "/out", False)]
 
 
+@pytest.mark.bad_input
 def test_output_files_must_lie_in_the_output_folder(disk: Path, tmp_path: Path) -> None:
     """Only the output folder is mounted writable: never a file's own folder (/ for /x.wav, /etc...)."""
     out = tmp_path / "out"
@@ -80,6 +81,7 @@ def test_output_files_must_lie_in_the_output_folder(disk: Path, tmp_path: Path) 
             mounts.plan_run(cli.build_parser("run"), args)
 
 
+@pytest.mark.bad_input
 def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) -> None:
     disk = tmp_path / "win7:sp1,x64" / "disk:1,a.qcow2"
     disk.parent.mkdir()
@@ -91,6 +93,7 @@ def test_colons_and_commas_in_host_paths_are_plain_characters(tmp_path: Path) ->
     assert [m["Source"] for m in plan.docker_mounts()] == [str(disk.parent), str(out.resolve())]
 
 
+@pytest.mark.bad_input
 def test_a_root_callers_image_must_be_readable_by_the_images_user(tmp_path: Path) -> None:
     if os.getuid() != 0:
         missing_prerequisite("only a root caller's container runs as the image's user")  # CI runs as root
@@ -114,6 +117,7 @@ def test_a_root_callers_image_must_be_readable_by_the_images_user(tmp_path: Path
         shutil.rmtree(images)
 
 
+@pytest.mark.attack
 def test_a_root_caller_lends_the_output_folder_and_the_harness_files_only(tmp_path: Path) -> None:
     if os.getuid() != 0:
         missing_prerequisite("only a root caller lends the folder")  # CI runs as root
@@ -132,6 +136,7 @@ def test_a_root_caller_lends_the_output_folder_and_the_harness_files_only(tmp_pa
     assert {(p.stat().st_uid, p.stat().st_gid) for p in (out, *out.iterdir())} == {(0, 0)}
 
 
+@pytest.mark.attack
 def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "selfcheck").mkdir(parents=True)
@@ -177,6 +182,7 @@ def test_selfcheck_forwards_a_timeout_equal_to_runs_default(tmp_path: Path) -> N
     assert argv[argv.index("--timeout-seconds") + 1] == "600.0"
 
 
+@pytest.mark.bad_input
 def test_a_host_qemu_path_is_refused(disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--disk-image", str(disk), "--qemu-system", "/opt/qemu/bin/qemu-system-x86_64"]) == 2
     assert capsys.readouterr().out.startswith("FAIL: USAGE: --qemu-system does not apply")
@@ -196,6 +202,7 @@ def test_selfcheck_needs_no_disk(tmp_path: Path) -> None:
     assert [m.container for m in plan.mounts] == [PurePosixPath("/out")]
 
 
+@pytest.mark.bad_input
 def test_missing_disk_image_is_usage(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="disk image not found"):
         mounts.disk_image_file(tmp_path / "nope.qcow2")
@@ -209,6 +216,7 @@ def test_symlinked_disk_mounts_the_real_folder(disk: Path, tmp_path: Path) -> No
     assert mounts.disk_image_file(link) == disk.resolve()
 
 
+@pytest.mark.bad_input
 def test_bad_flag_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["--disk-image", "x", "--no-such-flag"])
@@ -216,6 +224,7 @@ def test_bad_flag_is_one_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip().startswith("FAIL: USAGE: unrecognized arguments")
 
 
+@pytest.mark.bad_input
 def test_main_missing_disk_exits_2_before_the_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/never.sock")
@@ -287,6 +296,7 @@ def test_short_reason_finds_the_os_error() -> None:
     assert short_reason(err) == "Connection refused"
 
 
+@pytest.mark.fault
 def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[int] = []
 
@@ -306,6 +316,7 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert all(r.call == "ping" and r.reason == "Connection reset by peer" for r in retries)
 
 
+@pytest.mark.fault
 def test_permanent_errors_are_not_retried() -> None:
     calls: list[int] = []
 
@@ -385,6 +396,7 @@ def test_verdicts_are_returned_once_never_retried(code: int, capsysbinary: pytes
     assert capsysbinary.readouterr().out.startswith(b"PASS" if code == 0 else b"FAIL")
 
 
+@pytest.mark.fault
 def test_a_name_conflict_removes_the_stale_container_and_retries() -> None:
     client = FakeClient(0, create_errors=[_api_error(409, "Conflict. The container name is already in use")])
     spec = _spec()
@@ -392,22 +404,26 @@ def test_a_name_conflict_removes_the_stale_container_and_retries() -> None:
     assert client.removed == [spec.name, spec.name]
 
 
+@pytest.mark.fault
 def test_5xx_on_create_is_retried_then_gives_exit_6() -> None:
     client = FakeClient(0, create_errors=[_api_error(500)] * 5)
     with pytest.raises(InfraError, match="unreachable after 3 attempts"):
         container.run_container(client, _spec(), FAST)  # type: ignore[arg-type]
 
 
+@pytest.mark.bad_input
 def test_missing_image_is_usage() -> None:
     with pytest.raises(UsageError, match="make image"):
         container.run_container(FakeClient(0), _spec("missing:1"), FAST)  # type: ignore[arg-type]
 
 
+@pytest.mark.fault
 def test_an_exit_code_outside_the_contract_is_infra() -> None:
     with pytest.raises(InfraError, match="exit code 137"):
         container.run_container(FakeClient(137), _spec(), FAST)  # type: ignore[arg-type]
 
 
+@pytest.mark.attack
 def test_container_is_hardened() -> None:
     kwargs = _spec().create_kwargs()
     assert kwargs["privileged"] is False

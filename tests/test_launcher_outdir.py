@@ -72,6 +72,7 @@ def held() -> Iterator[Holder]:
 
 # --- an empty or root --out-dir ---------------------------------------------------------------------
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("flag", [["--out-dir", ""], ["--out-dir="], ["--out-dir", "  "]])
 def test_an_empty_out_dir_is_refused_before_the_current_folder_changes(tmp_path: Path, flag: list[str]) -> None:
     here = tmp_path / "here"
@@ -85,6 +86,7 @@ def test_an_empty_out_dir_is_refused_before_the_current_folder_changes(tmp_path:
     assert tree_state(here) == before
 
 
+@pytest.mark.bad_input
 def test_an_empty_aero_out_dir_is_refused_before_the_current_folder_changes(tmp_path: Path) -> None:
     here = tmp_path / "here"
     here.mkdir()
@@ -94,6 +96,7 @@ def test_an_empty_aero_out_dir_is_refused_before_the_current_folder_changes(tmp_
     assert tree_state(here) == before
 
 
+@pytest.mark.bad_input
 def test_the_root_folder_is_never_the_output_folder(tmp_path: Path) -> None:
     before = os.stat("/")
     proc = launcher("selfcheck", "--out-dir", "/", cwd=tmp_path)
@@ -103,6 +106,7 @@ def test_the_root_folder_is_never_the_output_folder(tmp_path: Path) -> None:
     assert not Path("/launcher.log").exists() and not Path("/.aero-win7-docker.lock").exists()
 
 
+@pytest.mark.bad_input
 def test_a_refused_output_flag_creates_no_output_folder(tmp_path: Path) -> None:
     proc = launcher("selfcheck", "--out-dir", str(tmp_path / "new"), "--serial-log", "/etc/x.log")
     one_usage_line(proc, "--serial-log /etc/x.log lies outside the output folder")
@@ -111,6 +115,7 @@ def test_a_refused_output_flag_creates_no_output_folder(tmp_path: Path) -> None:
 
 # --- a root caller's folder: lent only when it is the harness's, always given back ------------------
 
+@pytest.mark.bad_input
 def test_a_folder_with_the_callers_own_files_is_not_lent(tmp_path: Path) -> None:
     root_only()
     home = tmp_path / "home"
@@ -127,6 +132,7 @@ def test_a_folder_with_the_callers_own_files_is_not_lent(tmp_path: Path) -> None
     assert tree_state(home) == before  # no lock file, no launcher.log, no owner changed, the verdict kept
 
 
+@pytest.mark.bad_input
 def test_the_disk_images_folder_is_not_lent(tmp_path: Path) -> None:
     root_only()
     images = tmp_path / "images"
@@ -141,6 +147,7 @@ def test_the_disk_images_folder_is_not_lent(tmp_path: Path) -> None:
     assert tree_state(images) == before
 
 
+@pytest.mark.fault
 def test_a_harness_folder_is_given_back_to_its_owner_when_the_engine_is_unreachable(tmp_path: Path) -> None:
     """An earlier run's artifacts (some left lent by an older launcher), a selfcheck folder, the
     fleet's files and a file this run's flags name: all of it the harness's, so the folder is lent,
@@ -177,6 +184,7 @@ def test_a_new_folder_made_by_a_root_caller_stays_roots(tmp_path: Path) -> None:
     assert set(owners(out).values()) == {(0, 0)}
 
 
+@pytest.mark.fault
 def test_a_killed_launchers_record_gives_the_folder_back_to_its_owner(tmp_path: Path) -> None:
     """kill -9 while the folder was lent: the lock file still names the owner, and the next root
     launcher gives the folder back to that owner, not to itself nor to the image's user."""
@@ -192,6 +200,7 @@ def test_a_killed_launchers_record_gives_the_folder_back_to_its_owner(tmp_path: 
     assert "owner=" not in lock.read_text()  # given back: nothing left to finish
 
 
+@pytest.mark.attack
 def test_a_record_planted_by_the_image_user_is_not_believed(tmp_path: Path) -> None:
     """The borrower may replace the lock file in a folder it was lent; its word is not taken."""
     root_only()
@@ -205,6 +214,7 @@ def test_a_record_planted_by_the_image_user_is_not_believed(tmp_path: Path) -> N
     assert owners(out)["."] == OWNER and lent_entries(out) == []
 
 
+@pytest.mark.attack
 def test_giving_back_follows_no_link_and_drops_set_id_bits(tmp_path: Path) -> None:
     """What the borrower made: a link out of the folder (its target elsewhere stays as it is), a
     set-uid program (owned by the owner afterwards, never set-uid), a folder with a file in it."""
@@ -232,6 +242,7 @@ def test_giving_back_follows_no_link_and_drops_set_id_bits(tmp_path: Path) -> No
     assert not (out / "suid").stat().st_mode & 0o6000
 
 
+@pytest.mark.fault
 def test_signals_wait_for_the_folder_to_be_given_back() -> None:
     got: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
@@ -246,6 +257,7 @@ def test_signals_wait_for_the_folder_to_be_given_back() -> None:
 
 # --- one launcher per folder ----------------------------------------------------------------------
 
+@pytest.mark.fault
 def test_a_second_launcher_is_refused_naming_the_host_folder_and_pid(tmp_path: Path, held: Holder) -> None:
     out = tmp_path / "out"
     previous_run(out)
@@ -265,6 +277,7 @@ def test_a_second_launcher_is_refused_naming_the_host_folder_and_pid(tmp_path: P
     assert tree_state(out) == before  # its reports, its launcher.log, its owners: all as they were
 
 
+@pytest.mark.fault
 def test_a_harness_run_on_the_host_holding_the_folder_is_refused(tmp_path: Path, held: Holder) -> None:
     out = tmp_path / "out"
     previous_run(out)
@@ -286,6 +299,7 @@ def test_a_harness_run_on_the_host_holding_the_folder_is_refused(tmp_path: Path,
 
 # --- a previous run's reports ---------------------------------------------------------------------
 
+@pytest.mark.fault
 def test_the_previous_verdict_goes_when_the_engine_is_unreachable(tmp_path: Path) -> None:
     out = tmp_path / "out"
     previous_run(out)
@@ -303,6 +317,7 @@ def test_the_previous_verdict_goes_when_the_engine_is_unreachable(tmp_path: Path
     ["--disk-image", "{tmp}/win7.qcow2", "--qemu-system", "/opt/qemu"],
     ["--disk-image", "{tmp}/win7.qcow2", "--no-such-flag"],
 ])
+@pytest.mark.bad_input
 def test_bad_input_refused_before_the_folder_is_validated_keeps_the_previous_reports(
         tmp_path: Path, bad: list[str]) -> None:
     (tmp_path / "win7.qcow2").write_bytes(b"QFI\xfb")
@@ -314,6 +329,7 @@ def test_bad_input_refused_before_the_folder_is_validated_keeps_the_previous_rep
     assert tree_state(out) == before
 
 
+@pytest.mark.bad_input
 def test_a_file_that_merely_has_a_reports_name_is_kept(tmp_path: Path) -> None:
     """The disk image kept as results.json in the output folder is no earlier verdict."""
     out = tmp_path / "out"
