@@ -65,7 +65,14 @@ def _main(args_list: list[str]) -> int:
         print(_version_text(), flush=True)
         return ExitCode.PASS
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as refused:
+        if refused.code == ExitCode.USAGE and args_list[:1] == [DEFAULT_SUBCOMMAND]:
+            from harness.commands.run import discard_after_bad_arguments
+
+            discard_after_bad_arguments(args_list[1:])
+        raise
     if args.command is None:
         parser.print_help(sys.stderr)
         print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)

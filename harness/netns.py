@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,7 @@ CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 PR_SET_DUMPABLE = 4
+THREADS_SETTLE_S = 1.0
 RESOLV_CONF = Path("/etc/resolv.conf")
 CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,6 +62,15 @@ def _threads() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 1
+
+
+def _threads_settled(within_s: float = THREADS_SETTLE_S) -> int:
+    """The thread count once short-lived helpers are gone: asyncio's child watcher (QEMU's
+    capability probe, before this) ends its waitpid thread just after ``asyncio.run`` returns."""
+    deadline = time.monotonic() + within_s
+    while (count := _threads()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return count
 
 
 def _call(name: str, *args: object) -> None:
@@ -145,7 +156,7 @@ def isolate(mode: Mode) -> Isolation:
     interfaces = _network_interfaces()
     if in_container() and nameserver is not None and nameserver.startswith("127.") and not interfaces:
         return Isolation(True, "the container (its own network; --dns 127.0.0.1)")
-    if _threads() > 1:
+    if _threads_settled() > 1:
         why = "the process already runs threads, and the kernel refuses a new namespace to those"
     else:
         try:

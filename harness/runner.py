@@ -27,7 +27,7 @@ from harness.disk import DiskImage, GuestDisk, WriteMode, create_overlay, plan_g
 from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, quiet_console, remove_handler, setup_console
 from harness.netns import Isolation, isolate
-from harness.options import RunOptions, options_from_args
+from harness.options import RunOptions, default_out_dir, options_from_args
 from harness.outputs import (
     HARNESS_LOG,
     JUNIT,
@@ -139,7 +139,22 @@ def prepare(opts: RunOptions) -> Prepared:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    return run(options_from_args(args))
+    try:
+        opts = options_from_args(args)
+    except UsageError:
+        discard_reports_of(args.out_dir)
+        raise
+    return run(opts)
+
+
+def discard_reports_of(out_dir: Path | None) -> None:
+    """After a refusal for bad input: the earlier run's reports in the out-dir the run would have
+    used go (see ``discard_reports``); nothing when that folder is unknown."""
+    try:
+        folder = out_dir if out_dir is not None else default_out_dir()
+    except UsageError:
+        return
+    discard_reports(folder)
 
 
 def run(opts: RunOptions) -> int:

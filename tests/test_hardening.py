@@ -250,6 +250,19 @@ def test_a_run_refused_for_bad_input_leaves_no_earlier_verdict_behind(make_guest
 
 
 @pytest.mark.bad_input
+@pytest.mark.parametrize("bad", [("--require-intx", "--require-msi"), ("-device", "virtio-rng-pci"),
+                                 ("--timeout-seconds", "soon"), ("--no-such-flag",)])
+def test_a_refusal_of_any_kind_leaves_no_earlier_verdict_behind(make_guest, run_harness: Run, tmp_path: Path,
+                                                                 bad: tuple[str, ...]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{\n  "verdict": "PASS"\n}\n')
+    run = run_harness("--disk-image", make_guest(lines(*PASSING)), *bad, out_dir=out)
+    assert run.returncode == 2 and run.last_line.startswith("FAIL: USAGE: "), run.stdout
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.bad_input
 def test_a_run_refused_for_bad_input_leaves_a_running_runs_reports_alone(make_guest, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

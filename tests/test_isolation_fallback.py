@@ -56,3 +56,16 @@ def test_bad_input_is_usage_before_any_isolation(tmp_path: Path) -> None:
     run = without_namespaces("--disk-image", tmp_path / "missing.img", "--network-isolation", "on", cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stdout.splitlines() == [f"FAIL: USAGE: disk image not found: {tmp_path / 'missing.img'}"]
+
+
+def test_a_thread_that_is_ending_does_not_cost_the_run_its_namespace() -> None:
+    """asyncio's child watcher (the capability probe's) may still be ending when isolation starts."""
+    import threading
+    import time
+
+    from harness.netns import _threads_settled
+
+    ending = threading.Thread(target=time.sleep, args=(0.05,))
+    ending.start()
+    assert _threads_settled() == 1
+    ending.join()

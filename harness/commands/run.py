@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from harness.devices import Layout
 from harness.devices import add_arguments as add_device_arguments
@@ -93,3 +94,22 @@ def execute(args: argparse.Namespace) -> int:
     from harness.runner import run_from_args
 
     return run_from_args(args)
+
+
+class _Lenient(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def discard_after_bad_arguments(argv: list[str]) -> None:
+    """Arguments argparse refused: the out-dir they name (or the default) loses its earlier reports
+    all the same, so a CI step never reads the last run's verdict as this one's."""
+    from harness.runner import discard_reports_of
+
+    finder = _Lenient(add_help=False, allow_abbrev=False)
+    finder.add_argument("--out-dir", type=path_arg, default=None)
+    try:
+        known, _ = finder.parse_known_args(argv)
+    except ValueError:
+        return
+    discard_reports_of(known.out_dir)
