@@ -179,6 +179,10 @@ def test_the_json_form_round_trips(tmp_path: Path) -> None:
     ("version: 1\ndefaults:\n  flags: [--snapshot]\nproducts:\n  - images: {g: {selfcheck: true}}\n"
      "    flag_sets: {x: [--memory-mb, '8']}\n",
      "matrix.yaml:6: products[0]: flag_sets.x: case 'g-x': --memory-mb must be at least 16, not 8"),
+    # an inherited list refused alone for want of what the case supplies is not blamed for the case's own error
+    ("version: 1\ndefaults:\n  flags: [--raw-serial]\ncases:\n  - name: a\n    selfcheck: true\n"
+     "    flags: [--follow-serial, --smp, '0']\n",
+     "matrix.yaml:7: case 'a': flags: --smp must be at least 1, not 0"),
     ("version: 1\ndefaults:\n  flag: [--snapshot]\ncases:\n  - {name: a, selfcheck: true}\n",
      "matrix.yaml:3: defaults: flag: unknown key (known: flags, harness_image, runner, timeout)"),
     ("version: 1\ncases: [1\n", "matrix.yaml:3: not valid YAML: expected ',' or ']', but got '<stream end>'"),

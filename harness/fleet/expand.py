@@ -180,15 +180,18 @@ class _Builder:
                err: UsageError) -> UsageError:
         """The error at the flag list that made the case's flags fail: the first list whose flags,
         joined to those before it, are refused (so a mistake in ``defaults.flags`` or a product's
-        ``flags`` is blamed there, not on every case that inherits it)."""
+        ``flags`` is blamed there, not on every case that inherits it). Only for the same error: a
+        list refused alone for want of what a later list supplies (``--raw-serial`` before the case's
+        ``--follow-serial``) is not where the whole case's error is."""
         for count in range(1, len(lists)):
             if not lists[count - 1][1]:
                 continue
             try:
                 _check_flags(*_joined(lists[:count]), disk, timeout)
             except UsageError as found:
-                err, lists = found, lists[:count]
-                break
+                if found.detail == err.detail:
+                    err, lists = found, lists[:count]
+                    break
         where, _flags = lists[-1]
         joined = self._with(lists, disk, timeout)
         who = f"case '{name}': " if where[0] == "products" and where[2] == "flag_sets" else ""
