@@ -4,11 +4,14 @@
 #   container/ci-docker.sh up     start dockerd in the background (log: $AERO_CI_DOCKER_DIR/dockerd.log),
 #                                 wait until it answers, then make sure the base image exists
 #                                 (container/build-base-image.sh: pull, else debootstrap)
-#   container/ci-docker.sh down   stop the dockerd that `up` started (one already running is left alone)
+#   container/ci-docker.sh down   stop the dockerd that `up` started in the same session (one already
+#                                 running, or one another session started, is left alone)
 #
 # Installs nothing: .ci/run installs the Debian packages docker.io and debootstrap first.
 # Environment: AERO_CI_DOCKER_DIR (state and log folder, default ${TMPDIR:-/tmp}/aero-ci-docker),
-# AERO_CI_DOCKER_WAIT (seconds to wait for the engine, default 60), BASE_IMAGE (debian:trixie-slim).
+# AERO_CI_DOCKER_WAIT (seconds to wait for the engine, default 60), BASE_IMAGE (debian:trixie-slim),
+# AERO_CI_DOCKER_SESSION (who started it: .ci/run sets its pid, so a CI run in a second clone that
+# found an engine answering never stops it; default "manual").
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,6 +23,8 @@ wait_s="${AERO_CI_DOCKER_WAIT:-60}"
 say() { echo "ci-docker: $*" >&2; }
 die() { echo "FAIL: INFRA: ci-docker: $*" >&2; exit 6; }
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+read_pid() { local pid _; read -r pid _ <"$pidfile"; echo "$pid"; }
+session="${AERO_CI_DOCKER_SESSION:-manual}"
 
 up() {
     mkdir -p "$state"
@@ -31,10 +36,10 @@ up() {
         [ "$(id -u)" -eq 0 ] || die "starting dockerd needs root"
         say "starting dockerd (log: $logfile)"
         setsid dockerd >"$logfile" 2>&1 </dev/null &
-        echo $! >"$pidfile"
+        echo "$! $session" >"$pidfile"
         local waited=0
         until answers; do
-            if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            if ! kill -0 "$(read_pid)" 2>/dev/null; then
                 tail -n 20 "$logfile" >&2
                 rm -f "$pidfile"
                 die "dockerd exited at start (log above)"
@@ -56,8 +61,12 @@ down() {
         say "no dockerd was started by 'up'; nothing to stop"
         return 0
     fi
-    local pid
-    pid="$(cat "$pidfile")"
+    local pid owner
+    read -r pid owner <"$pidfile" || true
+    if [ "${owner:-manual}" != "$session" ]; then
+        say "the dockerd (pid $pid) was started by another session (${owner:-manual}); leaving it running"
+        return 0
+    fi
     if kill -0 "$pid" 2>/dev/null; then
         say "stopping dockerd (pid $pid)"
         kill -TERM "$pid"
