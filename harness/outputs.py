@@ -192,26 +192,57 @@ def clear_stale(out_dir: Path, extra: Iterable[Path] = ()) -> list[str]:
     return removed
 
 
-def discard_reports(out_dir: Path) -> None:
+def discard_reports(out_dir: Path, *, dir_fd: int | None = None) -> list[str]:
     """A run refused for bad input leaves no earlier verdict behind to be taken for its own (a CI
-    step reading results.json), unless another run owns the folder; never raises."""
+    step reading results.json), unless another run owns the folder; returns what it removed, never
+    raises. ``dir_fd``: the folder itself, already open (the launcher's), else ``out_dir`` is opened.
+
+    Only what is recognisably an earlier report goes: the refusal may be about a file that merely
+    has a report's name (the disk image kept as results.json); a link, a hard link (a file that
+    has another name too) or anything but a regular file is left alone, and never read."""
+    removed: list[str] = []
     try:
-        if not out_dir.is_dir():
-            return
-        with lock_out_dir(out_dir):
+        fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if dir_fd is None else os.dup(dir_fd)
+    except OSError:  # none yet, or not a folder
+        return removed
+    try:
+        with lock_out_dir(out_dir, dir_fd=fd):
             for name, signature in _REPORT_SIGNATURES.items():
-                path = out_dir / name
-                # Only what is recognisably an earlier report: the refusal may be about a file that
-                # merely has a report's name (the disk image kept as results.json), or a planted link.
-                if path.is_file() and not path.is_symlink() and signature(_head(path)):
-                    path.unlink()
+                head = _head(name, fd)
+                if head is None or not signature(head[1]):
+                    continue
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) == head[0]:  # still the file read: nothing swapped in meanwhile
+                    os.unlink(name, dir_fd=fd)
+                    removed.append(name)
     except (OSError, HarnessError):
-        return
+        return removed
+    finally:
+        os.close(fd)
+    return removed
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as stream:
-        return stream.read(512)
+def _one_file(st: os.stat_result) -> bool:
+    """A regular file with no other name (writing or removing it touches nothing elsewhere)."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def _head(name: str, dir_fd: int) -> tuple[tuple[int, int], bytes] | None:
+    """The (device, inode) and first bytes of the file ``name`` in ``dir_fd``, if it is a regular file
+    of one name; no link is followed and nothing else (a FIFO, a device) is opened."""
+    try:
+        if not _one_file(os.stat(name, dir_fd=dir_fd, follow_symlinks=False)):
+            return None
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not _one_file(st):
+            return None
+        return (st.st_dev, st.st_ino), os.pread(fd, 512, 0)
+    finally:
+        os.close(fd)
 
 
 _REPORT_SIGNATURES: dict[str, Callable[[bytes], bool]] = {
@@ -227,17 +258,25 @@ def unwritable_out_dir(out_dir: Path, err: OSError) -> UsageError:
 
 
 @contextmanager
-def lock_out_dir(out_dir: Path) -> Iterator[None]:
+def lock_out_dir(out_dir: Path, *, dir_fd: int | None = None) -> Iterator[None]:
     """Hold an exclusive lock on the output folder for the life of the block; InfraError (exit 6)
-    naming the holder when another run has it."""
+    naming the holder when another run has it. ``dir_fd``: the folder, already open. The lock file
+    is written only when it is a regular file of one name: never through a link or a hard link."""
     path = out_dir / LOCK
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, ARTIFACT_MODE)
+        fd = os.open(LOCK if dir_fd is not None else path,
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, ARTIFACT_MODE,
+                     dir_fd=dir_fd)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise UsageError(f"--out-dir {out_dir}: {path} is a symbolic link; remove it") from err
         raise unwritable_out_dir(out_dir, err) from err
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"--out-dir {out_dir}: {path} is not a regular file; remove it")
+        if st.st_nlink != 1:
+            raise UsageError(f"--out-dir {out_dir}: {path} is a hard link (another file has it too); remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import UsageError
 from harness.launcher import outlock, ownership
+from harness.outputs import discard_reports, lock_out_dir
 from tests.conftest import missing_prerequisite
 from tests.outdirs import IMAGE_UID, OWNER, PASS_RESULTS, REPORTS, lent_entries, owners, previous_run, tree_state
 
@@ -253,6 +256,54 @@ def test_signals_wait_for_the_folder_to_be_given_back() -> None:
         assert got == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# --- hard links, links and folders with the harness's names -----------------------------------------
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside every output folder, root's, that no run may change."""
+    path = tmp_path / "victim"
+    path.write_text("precious\n")
+    path.chmod(0o644)
+    return path
+
+
+def unchanged(victim: Path) -> None:
+    st = victim.stat()
+    assert victim.read_text() == "precious\n" and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+
+
+@pytest.mark.attack
+def test_the_harness_lock_and_reports_are_never_written_or_removed_through_a_link(tmp_path: Path,
+                                                                                   victim: Path) -> None:
+    """The host side of the folder (the launcher before it lends it, the harness on the host): a lock
+    file with another name elsewhere is not written, a report that is a hard link, a link or a FIFO
+    is neither read nor removed, and none of it blocks."""
+    out = tmp_path / "out"
+    previous_run(out)
+    os.link(victim, out / ".aero-win7-harness.lock")
+    with pytest.raises(UsageError, match=r"\.aero-win7-harness\.lock is a hard link \(another file has it too\)"):
+        with lock_out_dir(out):
+            pass
+    assert discard_reports(out) == []  # the folder cannot be locked: nothing removed
+    unchanged(victim)
+    assert all((out / name).exists() for name in REPORTS)
+    (out / ".aero-win7-harness.lock").unlink()
+    outside_report = tmp_path / "their-results.json"
+    outside_report.write_text(PASS_RESULTS)
+    (out / "results.json").unlink()
+    os.link(outside_report, out / "results.json")
+    (out / "junit.xml").unlink()
+    os.mkfifo(out / "junit.xml")
+    (out / "report.html").rename(tmp_path / "their-report.html")
+    (out / "report.html").symlink_to(tmp_path / "their-report.html")
+    assert discard_reports(out) == []
+    assert (out / "results.json").stat().st_nlink == 2 and stat.S_ISFIFO((out / "junit.xml").lstat().st_mode)
+    assert (out / "report.html").is_symlink()
+    (out / "results.json").unlink()
+    (out / "results.json").write_text(PASS_RESULTS)
+    assert discard_reports(out) == ["results.json"]  # a report of one name still goes
 
 
 # --- one launcher per folder ----------------------------------------------------------------------
