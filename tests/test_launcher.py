@@ -155,6 +155,20 @@ def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
         ownership.check_lendable(out)
 
 
+@pytest.mark.bad_input
+def test_a_root_callers_output_files_must_be_at_the_top_of_the_folder(disk: Path, tmp_path: Path) -> None:
+    """Only the top of a root caller's folder is lent: a file in a folder inside it could not be written."""
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    _, args = _parse(["--disk-image", str(disk), "--out-dir", str(out), "--serial-log", str(out / "a" / "x.log")])
+    with pytest.raises(UsageError, match=r"--serial-log .*/out/a/x.log is in a folder inside the output folder .*: "
+                                         "a root caller's container runs as the image's user, which is lent only "
+                                         "the top of the output folder"):
+        mounts.plan_run(cli.build_parser("run"), args, top_only=True)
+    _, paths = mounts.plan_run(cli.build_parser("run"), args)  # a normal user's container may write it
+    assert paths["serial_log"] == PurePosixPath("/out/a/x.log")
+
+
 def test_the_images_folder_as_output_folder_keeps_both_mounts(tmp_path: Path) -> None:
     """The old harness's own example: the image and the serial log side by side in one folder."""
     disk = tmp_path / "win7.qcow2"

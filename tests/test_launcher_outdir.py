@@ -306,6 +306,20 @@ def test_the_harness_lock_and_reports_are_never_written_or_removed_through_a_lin
     assert discard_reports(out) == ["results.json"]  # a report of one name still goes
 
 
+@pytest.mark.bad_input
+def test_a_root_callers_output_file_in_a_subfolder_is_one_usage_line(tmp_path: Path) -> None:
+    """Only the top of the folder is lent: the harness could not write OUT/a/x.log, and the run would end
+    in an internal error instead of a refusal."""
+    root_only()
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    before = tree_state(out)
+    proc = launcher("selfcheck", "--out-dir", str(out), "--serial-log", str(out / "a" / "x.log"))
+    one_usage_line(proc, f"--serial-log {out}/a/x.log is in a folder inside the output folder {out}: a root "
+                         "caller's container runs as the image's user, which is lent only the top of the output folder")
+    assert tree_state(out) == before
+
+
 # --- one launcher per folder ----------------------------------------------------------------------
 
 @pytest.mark.fault

@@ -116,9 +116,9 @@ def launch(argv: list[str]) -> int:
     if args.qemu_system != DEFAULT_QEMU_SYSTEM:
         raise UsageError("--qemu-system does not apply: the container brings its own QEMU "
                          "(pass an image with another QEMU through --image)")
-    plan, paths = mounts.plan_run(parser, args)  # usage errors come before the engine is asked anything
-    out = mounts.out_host(plan)
     as_root = os.getuid() == 0
+    plan, paths = mounts.plan_run(parser, args, top_only=as_root)  # usage errors come before the engine is asked
+    out = mounts.out_host(plan)
     uid, gid = IMAGE_USER if as_root else (os.getuid(), os.getgid())
     if as_root:
         mounts.check_image_readable(plan, paths, (uid, gid))

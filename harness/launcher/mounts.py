@@ -97,13 +97,18 @@ def create_output_dir(path: Path) -> None:
         raise UsageError(f"the output folder is not writable: {path}")
 
 
-def _inside_out_dir(flag: str, path: Path, out_host: Path) -> PurePosixPath:
+def _inside_out_dir(flag: str, path: Path, out_host: Path, top_only: bool) -> PurePosixPath:
     check_path_text(flag, path)
     target = path.parent.resolve() / path.name
     if not target.is_relative_to(out_host) or target == out_host:
         raise UsageError(f"{flag} {path} lies outside the output folder {out_host}: in the container only that "
                          "folder can be written; put the file inside --out-dir")
-    return OUT_DIR.joinpath(*target.relative_to(out_host).parts)
+    parts = target.relative_to(out_host).parts
+    if top_only and len(parts) > 1:
+        raise UsageError(f"{flag} {path} is in a folder inside the output folder {out_host}: a root caller's "
+                         "container runs as the image's user, which is lent only the top of the output folder; "
+                         "put the file directly in --out-dir (or run aero-win7-docker as a normal user)")
+    return OUT_DIR.joinpath(*parts)
 
 
 def output_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -111,8 +116,11 @@ def output_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     return {a.dest: a.option_strings[0] for a in parser._actions if a.type is output_path and a.option_strings}
 
 
-def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[MountPlan, dict[str, PurePosixPath]]:
-    """The mounts of a ``run``, and the container path of each path option (by argparse dest)."""
+def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace, *,
+             top_only: bool = False) -> tuple[MountPlan, dict[str, PurePosixPath]]:
+    """The mounts of a ``run``, and the container path of each path option (by argparse dest).
+    ``top_only`` (a root caller, whose folder is lent to the image's user at its top only): every
+    output file must lie directly in the output folder."""
     plan = MountPlan()
     paths: dict[str, PurePosixPath] = {}
     if args.disk_image is not None:  # selfcheck brings its own disk
@@ -123,7 +131,7 @@ def plan_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
     for dest, flag in output_flags(parser).items():
         value: Path | None = getattr(args, dest, None)
         if value is not None:
-            paths[dest] = _inside_out_dir(flag, value, out_host)
+            paths[dest] = _inside_out_dir(flag, value, out_host, top_only)
     create_output_dir(out_host)  # the last check: a refused run creates nothing
     return plan, paths
 
@@ -134,7 +142,8 @@ def out_host(plan: MountPlan) -> Path:
 
 
 def run_names(paths: dict[str, PurePosixPath]) -> set[str]:
-    """What this run's output flags put in the top of the output folder (a file, or the folder it is in)."""
+    """What this run's output flags put in the top of the output folder (a file, or the folder it is in;
+    a root caller's flags name files at the top only)."""
     return {path.relative_to(OUT_DIR).parts[0] for dest, path in paths.items()
             if dest not in ("out_dir", "disk_image") and path.is_relative_to(OUT_DIR) and path != OUT_DIR}
 

@@ -91,8 +91,8 @@ def _foreign(folder: Path, allowed: frozenset[str], depth: int, budget: list[int
 def check_lendable(out_dir: Path, run_names: Iterable[str] = (), keep: Path | None = None) -> None:
     """UsageError (exit 2) unless ``out_dir`` may be lent to the image's user; reads, changes nothing.
 
-    ``run_names``: the first component, inside the folder, of each file this run's flags name
-    (``--serial-log OUT/com1.log`` is ``com1.log``; ``--virtio-snd-wav-path OUT/a/snd.wav`` is ``a``).
+    ``run_names``: the files this run's flags put at the top of the folder (``--serial-log
+    OUT/com1.log`` is ``com1.log``; a root caller's flags may name no file deeper, ``mounts``).
     ``keep``: the disk image, never the harness's even when it has one of the harness's names."""
     allowed = OWN_NAMES | frozenset(run_names)
     try:
