@@ -438,6 +438,27 @@ def test_an_exit_code_outside_the_contract_is_infra() -> None:
 
 
 @pytest.mark.attack
+def test_the_folders_are_verified_before_the_container_is_created_and_once_it_started() -> None:
+    """The engine mounts paths: they are compared with the folder held before create and after start
+    (the mount is made then); a refusal after the start still removes the container."""
+    client = FakeClient(0)
+    seen: list[tuple[str, int]] = []
+    spec = _spec()
+    assert container.run_container(client, spec, FAST,  # type: ignore[arg-type]
+                                   verify=lambda when: seen.append((when, client.box.started))) == 0
+    assert seen == [("before the container was created", 0), ("when the container started", 1)]
+
+    def swapped(when: str) -> None:
+        if when == "when the container started":
+            raise InfraError(f"--out-dir /x was replaced {when}")
+
+    client = FakeClient(0)
+    with pytest.raises(InfraError, match="replaced when the container started"):
+        container.run_container(client, spec, FAST, verify=swapped)  # type: ignore[arg-type]
+    assert client.box.waits == 0 and client.removed == [spec.name]
+
+
+@pytest.mark.attack
 def test_container_is_hardened() -> None:
     kwargs = _spec().create_kwargs()
     assert kwargs["privileged"] is False

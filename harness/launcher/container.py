@@ -8,7 +8,9 @@ The container cannot outlive its launcher: the launcher holds the container's st
 harness runs with --stop-on-stdin-eof), so when the launcher dies, even by ``kill -9``, the
 engine closes that stdin and the harness stops QEMU and exits. Every container is labelled with
 its launcher's pid, host and boot, and each start removes those whose launcher is gone (one that
-died before its container exited, or while the engine was down). A container that ends with 130
+died before its container exited, or while the engine was down). The output folder's path is
+checked against the folder the launcher holds just before the container is created and once it
+has started (``outdir``). A container that ends with 130
 though the launcher never interrupted it was stopped from outside (an engine restart, docker
 stop): that is INFRA, not a user's interrupt.
 """
@@ -20,6 +22,7 @@ import secrets
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +110,12 @@ class ContainerSpec:
 
 
 class _Runner:
-    def __init__(self, client: docker.DockerClient, spec: ContainerSpec, policy: RetryPolicy) -> None:
+    def __init__(self, client: docker.DockerClient, spec: ContainerSpec, policy: RetryPolicy,
+                 verify: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.spec = spec
         self.policy = policy
+        self.verify = verify
         self.container: Container | None = None
         self.interrupted = False
         self._lifeline: Any = None  # the attached stdin: open for as long as this process lives
@@ -186,6 +191,8 @@ class _Runner:
         except docker.errors.NotFound as err:  # e.g. a --network that does not exist
             raise UsageError(f"Docker engine cannot start the container: {short_reason(err)} "
                              f"(--network {self.spec.network_mode}?)") from err
+        if self.verify is not None:  # the bind mounts are made at the start: of the folders checked?
+            self.verify("when the container started")
         watchdog = EngineWatchdog(self.client, self.policy, on_lost=lambda: _hang_up(self._lifeline))
         watchdog.start()
         try:
@@ -250,6 +257,8 @@ class _Runner:
     def run(self) -> int:
         self.check_image()
         self.sweep()
+        if self.verify is not None:
+            self.verify("before the container was created")
         container = self.create()
         try:
             try:
@@ -312,6 +321,9 @@ class EngineWatchdog:
                 return
 
 
-def run_container(client: docker.DockerClient, spec: ContainerSpec, policy: RetryPolicy) -> int:
-    """Run the harness in a container and return its exit code (the verdict)."""
-    return _Runner(client, spec, policy).run()
+def run_container(client: docker.DockerClient, spec: ContainerSpec, policy: RetryPolicy,
+                  verify: Callable[[str], None] | None = None) -> int:
+    """Run the harness in a container and return its exit code (the verdict). ``verify(when)`` (raises
+    to refuse) is called just before the container is created and once it has started: the engine
+    mounts host paths, which must still be the folders the launcher checked."""
+    return _Runner(client, spec, policy, verify).run()
