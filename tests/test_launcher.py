@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import struct
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from harness.errors import InfraError, UsageError
-from harness.launcher import cli, container, kvm, mounts, outlock, ownership
+from harness.launcher import cli, container, kvm, loans, mounts, outdir, outlock, ownership
 from harness.launcher.retry import NameConflict, RetryPolicy, call, is_transient, short_reason
 from tests.conftest import missing_prerequisite
 
@@ -153,6 +154,40 @@ def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
         (out / f"x{i}").write_text("")
     with pytest.raises(UsageError, match=r" and 3 more\): a root caller's output folder is lent"):
         ownership.check_lendable(out)
+
+
+@pytest.mark.attack
+def test_a_link_on_the_out_dirs_path_when_it_is_opened_is_infra(tmp_path: Path) -> None:
+    out = tmp_path / "proj" / "out"
+    out.mkdir(parents=True)
+    (tmp_path / "proj").rename(tmp_path / "proj.old")
+    (tmp_path / "proj").symlink_to(tmp_path / "proj.old")  # the same folder, reached through a link now
+    with pytest.raises(InfraError, match=r"--out-dir .*/proj/out changed after it was checked .*the run is refused"):
+        with outdir.pinned(out):
+            pass
+
+
+@pytest.mark.attack
+def test_an_unsafe_state_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller keeps records of loans")  # CI runs as root
+    state = tmp_path / "state"
+    monkeypatch.setenv(loans.STATE_ENV, str(state))
+    loans.records()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700 and state.stat().st_uid == 0
+    state.chmod(0o777)
+    with pytest.raises(InfraError, match=r"state folder .* is not safe to keep root's records in: .* is writable by "
+                                         "others"):
+        loans.records()
+    state.chmod(0o700)
+    os.chown(state, 4242, 4243)
+    with pytest.raises(InfraError, match="is not root's"):
+        loans.records()
+    os.chown(state, 0, 0)
+    (tmp_path / "link").symlink_to(state)
+    monkeypatch.setenv(loans.STATE_ENV, str(tmp_path / "link"))
+    with pytest.raises(InfraError, match="cannot open the launcher's state folder"):
+        loans.records()
 
 
 @pytest.mark.bad_input
