@@ -15,7 +15,9 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -23,6 +25,7 @@ import docker.errors
 import docker.models.images
 import pytest
 
+from harness.launcher import loans
 from tests.conftest import missing_prerequisite
 from tests.outdirs import IMAGE_UID, OWNER, REPORTS, lent_entries, owners, previous_run, tree_state
 
@@ -65,6 +68,14 @@ esac
 if [ "$code" = 0 ]; then echo "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"; else echo "FAIL: SELFTEST_FAILED: fake exit $code"; fi
 exit "$code"
 """
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Root's record of loans (a launcher killed mid-run leaves one), this test's own; launchers inherit it."""
+    path = tmp_path / "state"
+    monkeypatch.setenv(loans.STATE_ENV, str(path))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -411,3 +422,93 @@ def test_a_previous_verdict_goes_before_the_engine_is_asked(engine: docker.Docke
                     "--out-dir", str(out), "--accel", "tcg")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert not [name for name in REPORTS if (out / name).exists()]
+
+
+class SwappingProxy:
+    """A Unix socket in front of the engine, relaying bytes both ways, that runs ``swap`` once, when the
+    launcher asks for its container to be created: a change on the host between the launcher's checks
+    and the engine's bind mount."""
+
+    def __init__(self, path: Path, swap: Callable[[], None]) -> None:
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if not host.startswith("unix://"):
+            missing_prerequisite(f"the engine at {host} is not a local socket to stand in front of")
+        self.engine = host.removeprefix("unix://")
+        self.path = path
+        self.swap = swap
+        self.swapped = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.engine)
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if requests and b"/containers/create" in data and not self.swapped.is_set():
+                    self.swap()
+                    self.swapped.set()
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in (self.sock, *self.conns):
+            sock.close()
+
+
+@pytest.mark.attack
+def test_an_out_dir_swapped_before_the_bind_mount_is_refused_and_the_container_goes(
+        engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
+    """A folder above --out-dir becomes a link to another folder after the launcher checked, locked
+    and lent it: the engine would mount that other folder. One INFRA line; the container is removed;
+    the folder the launcher holds is given back; the other folder is as it was."""
+    if os.getuid() != 0:
+        missing_prerequisite("the folder lent by a root caller is the one worth swapping")  # CI runs as root
+    parent = tmp_path / "proj"
+    out = parent / "out"
+    out.mkdir(parents=True)
+    os.chown(out, *OWNER)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "out").mkdir(parents=True)
+    (elsewhere / "out" / "keep.txt").write_text("not the run's\n")
+    before = tree_state(elsewhere)
+
+    def swap() -> None:
+        parent.rename(tmp_path / "proj.old")
+        parent.symlink_to(elsewhere)
+
+    ours_before = {c.id for c in _ours(engine)}
+    proxy = SwappingProxy(tmp_path / "engine.sock", swap)
+    try:
+        proc = launcher("--image", fake_image, "--accel", "tcg", "--disk-image", str(disk), "--out-dir", str(out),
+                        env={"DOCKER_HOST": f"unix://{proxy.path}"})
+    finally:
+        proxy.close()
+    assert proxy.swapped.is_set()
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    fail_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "FAIL:" in line]
+    assert fail_lines == [proc.stdout.splitlines()[-1]]
+    assert fail_lines[0] == (f"FAIL: INFRA: --out-dir {out} was replaced when the container started: it no longer "
+                             "leads to the folder the launcher checked and locked (a folder above it moved or "
+                             "became a link); the run is refused")
+    assert '"created container' in proc.stderr  # it was made, and it is gone
+    assert {c.id for c in _ours(engine)} <= ours_before
+    held = tmp_path / "proj.old" / "out"
+    assert lent_entries(held) == [] and owners(held)["."] == OWNER
+    assert (held / "launcher.log").exists()  # the launcher wrote in the folder it held, not the other one
+    assert tree_state(elsewhere) == before

@@ -118,23 +118,39 @@ def test_a_root_callers_image_must_be_readable_by_the_images_user(tmp_path: Path
         shutil.rmtree(images)
 
 
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The launcher's record of loans, in a folder of this test's (root's, as the real one must be)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv(loans.STATE_ENV, str(path))
+    return path
+
+
 @pytest.mark.attack
-def test_a_root_caller_lends_the_output_folder_and_the_harness_files_only(tmp_path: Path) -> None:
+def test_a_root_caller_lends_the_output_folder_and_the_harness_files_only(tmp_path: Path, state: Path) -> None:
     if os.getuid() != 0:
         missing_prerequisite("only a root caller lends the folder")  # CI runs as root
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text("{}")  # a root run's leftover
     (out / "case.json").write_text("{}")  # the fleet's, beside the harness's
-    with outlock.hold(out) as lock:
-        loan = ownership.lend(out, lock)
+    with outdir.pinned(out) as folder, outlock.hold(folder) as lock:
+        loan = ownership.lend(folder, lock)
         try:
             assert (out.stat().st_uid, (out / "results.json").stat().st_uid) == (10001, 10001)
             assert (out / "case.json").stat().st_uid == 0  # only the harness's own files
             assert (out / outlock.LAUNCHER_LOCK).stat().st_uid == 0  # the launcher's stays its own
+            assert [p.name for p in state.iterdir()] == [f"loan-{folder.identity[0]}-{folder.identity[1]}.json"]
         finally:
             loan.give_back()
     assert {(p.stat().st_uid, p.stat().st_gid) for p in (out, *out.iterdir())} == {(0, 0)}
+    assert list(state.iterdir()) == []  # given back whole: no record left
+    assert "owner=" not in (out / outlock.LAUNCHER_LOCK).read_text()  # the lent folder holds no owner record
+
+
+def _lendable(out: Path, names: set[str] | None = None) -> None:
+    with outdir.pinned(out) as folder:
+        ownership.check_lendable(folder, names or set())
 
 
 @pytest.mark.attack
@@ -144,16 +160,48 @@ def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
     for name in ("serial.log", ".results.json.x1.tmp", ".disk-overlay.qcow2.y2.partial", "launcher.log",
                  "console.log", "selfcheck/results.json", "com1.log", "a"):
         (out / name).write_text("")
-    ownership.check_lendable(out, {"com1.log", "a"})  # com1.log and a: this run's own flags name them
+    _lendable(out, {"com1.log", "a"})  # com1.log and a: this run's own flags name them
     with pytest.raises(UsageError, match=r"holds files that are not the harness's \(a, com1.log\)"):
-        ownership.check_lendable(out)
+        _lendable(out)
     (out / "selfcheck" / "thesis.tex").write_text("")
     with pytest.raises(UsageError, match=r"\(a, com1.log, selfcheck/thesis.tex\)"):
-        ownership.check_lendable(out)
+        _lendable(out)
     for i in range(3):
         (out / f"x{i}").write_text("")
     with pytest.raises(UsageError, match=r" and 3 more\): a root caller's output folder is lent"):
-        ownership.check_lendable(out)
+        _lendable(out)
+
+
+@pytest.mark.attack
+def test_the_out_dir_is_checked_and_lent_through_the_folder_opened_not_its_path(tmp_path: Path, state: Path) -> None:
+    """A folder above the out-dir swapped for another after the folder was opened: the check, the
+    lock and the chowns are the folder's, the path is found changed (INFRA, one line)."""
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller lends the folder")  # CI runs as root
+    parent = tmp_path / "proj"
+    (parent / "out").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "out").mkdir(parents=True)
+    (elsewhere / "out" / "thesis.tex").write_text("not the harness's\n")
+    out = parent / "out"
+    with outdir.pinned(out) as folder:
+        parent.rename(tmp_path / "proj.old")
+        parent.symlink_to(elsewhere)  # out now leads to elsewhere/out
+        ownership.check_lendable(folder)  # the folder opened: empty, so lendable
+        with outlock.hold(folder) as lock:
+            loan = ownership.lend(folder, lock)
+            try:
+                assert (tmp_path / "proj.old" / "out").stat().st_uid == 10001
+                assert not (elsewhere / "out" / outlock.LAUNCHER_LOCK).exists()
+                assert (elsewhere / "out").stat().st_uid == 0
+                with pytest.raises(InfraError, match=r"--out-dir .* was replaced before the container was created: it "
+                                   "no longer leads to the folder the launcher checked and locked") as err:
+                    folder.verify("before the container was created")
+                assert len(err.value.verdict_line().splitlines()) == 1
+            finally:
+                loan.give_back()
+    assert (tmp_path / "proj.old" / "out").stat().st_uid == 0
+    assert sorted(p.name for p in (elsewhere / "out").iterdir()) == ["thesis.tex"]
 
 
 @pytest.mark.attack

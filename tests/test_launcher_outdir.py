@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UsageError
-from harness.launcher import outlock, ownership
+from harness.launcher import loans, outdir, outlock, ownership
 from harness.outputs import discard_reports, lock_out_dir
 from tests.conftest import missing_prerequisite
 from tests.outdirs import IMAGE_UID, OWNER, PASS_RESULTS, REPORTS, lent_entries, owners, previous_run, tree_state
@@ -50,6 +50,14 @@ def one_usage_line(proc: subprocess.CompletedProcess[str], starts: str) -> None:
 def root_only() -> None:
     if os.getuid() != 0:
         missing_prerequisite("only a root caller's output folder is lent to the image's user")  # CI runs as root
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Root's record of loans (outside every output folder), this test's own; launchers inherit it."""
+    path = tmp_path / "state"
+    monkeypatch.setenv(loans.STATE_ENV, str(path))
+    return path
 
 
 Holder = Callable[[str], "subprocess.Popen[str]"]
@@ -188,7 +196,7 @@ def test_a_new_folder_made_by_a_root_caller_stays_roots(tmp_path: Path) -> None:
 
 
 @pytest.mark.fault
-def test_a_killed_launchers_record_gives_the_folder_back_to_its_owner(tmp_path: Path) -> None:
+def test_a_killed_launchers_record_gives_the_folder_back_to_its_owner(tmp_path: Path, state: Path) -> None:
     """kill -9 while the folder was lent: the lock file still names the owner, and the next root
     launcher gives the folder back to that owner, not to itself nor to the image's user."""
     root_only()
@@ -196,11 +204,11 @@ def test_a_killed_launchers_record_gives_the_folder_back_to_its_owner(tmp_path: 
     previous_run(out)
     for path in (out, *out.iterdir()):
         os.chown(path, IMAGE_UID, IMAGE_UID)
-    lock = out / outlock.LAUNCHER_LOCK
-    lock.write_text("999999 elsewhere owner=4242:4243\n")  # the dead launcher's, root's own file
+    st = out.stat()
+    loans.records().record((st.st_dev, st.st_ino), out.resolve(), OWNER)  # the dead launcher's, outside the folder
     unreachable(launcher("selfcheck", "--out-dir", str(out)))
     assert set(owners(out).values()) == {OWNER}
-    assert "owner=" not in lock.read_text()  # given back: nothing left to finish
+    assert list(state.iterdir()) == []  # given back: nothing left to finish
 
 
 @pytest.mark.attack
@@ -228,8 +236,8 @@ def test_giving_back_follows_no_link_and_drops_set_id_bits(tmp_path: Path) -> No
     victim = tmp_path / "victim"
     victim.write_text("someone else's\n")
     os.chown(victim, IMAGE_UID, IMAGE_UID)
-    with outlock.hold(out) as lock:
-        loan = ownership.lend(out, lock)
+    with outdir.pinned(out) as folder, outlock.hold(folder) as lock:
+        loan = ownership.lend(folder, lock)
         assert owners(out)["."] == (IMAGE_UID, IMAGE_UID)
         (out / "link").symlink_to("../victim")
         (out / "suid").write_text("#!/bin/sh\n")
@@ -243,6 +251,42 @@ def test_giving_back_follows_no_link_and_drops_set_id_bits(tmp_path: Path) -> No
     assert owners(out)["link"] == OWNER and owners(out)["sub/made"] == OWNER
     assert (victim.stat().st_uid, victim.stat().st_gid) == (IMAGE_UID, IMAGE_UID)
     assert not (out / "suid").stat().st_mode & 0o6000
+
+
+def lend_and_give_back(out: Path, during: Callable[[], None] = lambda: None) -> None:
+    """What a root launcher does with its folder, the container's part played by ``during``."""
+    with outdir.pinned(out) as folder, outlock.hold(folder) as lock:
+        loan = ownership.lend(folder, lock)
+        try:
+            during()
+        finally:
+            loan.give_back()
+
+
+@pytest.mark.attack
+def test_a_lock_file_the_container_planted_is_neither_believed_nor_given_to_the_owner(
+        tmp_path: Path, state: Path) -> None:
+    """The borrower owns the lent folder: it may unlink the launcher's lock file and write its own,
+    naming an owner of its choosing. The launcher's record is not in the folder, the planted file is
+    removed when the folder is given back, and the next root run gives the folder to no one else."""
+    root_only()
+    out = tmp_path / "out"
+    out.mkdir()  # root's
+    lock = out / outlock.LAUNCHER_LOCK
+
+    def plant() -> None:
+        lock.unlink()
+        lock.write_text("1 c owner=1000:1000\n")
+        lock.chmod(0o644)
+        os.chown(lock, IMAGE_UID, IMAGE_UID)
+
+    lend_and_give_back(out, plant)
+    assert not lock.exists()  # not the launcher's: gone, never chowned to root
+    assert owners(out)["."] == (0, 0) and lent_entries(out) == []
+    lend_and_give_back(out)
+    unreachable(launcher("selfcheck", "--out-dir", str(out)))
+    assert set(owners(out).values()) == {(0, 0)}
+    assert list(state.iterdir()) == []
 
 
 @pytest.mark.fault
@@ -328,8 +372,8 @@ def test_a_second_launcher_is_refused_naming_the_host_folder_and_pid(tmp_path: P
     previous_run(out)
     holder = held(f"""
         from pathlib import Path
-        from harness.launcher import outlock
-        with outlock.hold(Path({str(out)!r})):
+        from harness.launcher import outdir, outlock
+        with outdir.pinned(Path({str(out)!r})) as folder, outlock.hold(folder):
             print("held", flush=True)
             input()
     """)

@@ -7,9 +7,11 @@ The disk image's folder is mounted read-only at /images, the output folder (--ou
 ./out) read-write at /out; the container runs as the caller's uid:gid, or as the image's own
 non-root user when the caller is root (the output folder is lent to it for the run).
 
-Order: every check of the input that needs no engine; then the launcher's lock on the output
-folder (``outlock``), from which on the folder is changed: the previous run's reports go, then
-``launcher.log`` is written, then a root caller's folder is lent (``ownership``); then the engine.
+Order: every check of the input that needs no engine; then the output folder is opened once
+(``outdir``: everything after goes through that descriptor) and the launcher's lock taken on it
+(``outlock``), from which on the folder is changed: the previous run's reports go, then
+``launcher.log`` is written, then a root caller's folder is lent (``ownership``); then the engine,
+whose bind mount of the folder's path is checked against the descriptor before and after.
 """
 
 from __future__ import annotations
@@ -17,21 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 
 from harness import __version__
 from harness.commands.run import add_run_options
 from harness.commands.selfcheck import DEFAULT_TIMEOUT_S as SELFCHECK_TIMEOUT_S
 from harness.entry import guarded
 from harness.errors import HarnessError, UsageError
-from harness.launcher import kvm, mounts, outlock, ownership
+from harness.launcher import kvm, loans, mounts, outdir, outlock, ownership
 from harness.launcher.container import ContainerSpec, run_container
 from harness.launcher.engine import connect
 from harness.launcher.ownership import IMAGE_USER, LAUNCHER_LOG
 from harness.launcher.retry import RetryPolicy
 from harness.logsetup import add_file_log, get_logger, remove_handler, setup_console
-from harness.outputs import STALE_REPORTS, discard_reports
+from harness.outputs import discard_reports
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
 from harness.usage import UsageParser
 
@@ -122,43 +124,37 @@ def launch(argv: list[str]) -> int:
     uid, gid = IMAGE_USER if as_root else (os.getuid(), os.getgid())
     if as_root:
         mounts.check_image_readable(plan, paths, (uid, gid))
+    records = loans.records() if as_root else None  # root's own state folder, before the output folder changes
     disk = args.disk_image.resolve() if args.disk_image is not None else None
-    lendable = (lambda: ownership.check_lendable(out, mounts.run_names(paths), keep=disk)) if as_root else None
-    with outlock.hold(out, check=lendable) as lock:  # a second launcher stops here, having changed nothing
-        removed = _clear_previous_reports(out)
-        try:
-            file_log = add_file_log(out / LAUNCHER_LOG)
-        except OSError as err:
-            raise UsageError(f"cannot write {out / LAUNCHER_LOG}: {err.strerror}") from err
-        try:
-            if removed:
-                log.info("removed the previous run's reports: %s", ", ".join(removed),
-                         extra={"removed": removed})
-            loan = ownership.lend(out, lock, (uid, gid)) if as_root else None
+    with outdir.pinned(out) as folder:  # from here on the folder itself, whatever becomes of its path
+        lendable = (lambda: ownership.check_lendable(folder, mounts.run_names(paths), keep=disk)) if as_root else None
+        with outlock.hold(folder, check=lendable) as lock:  # a second launcher stops here, having changed nothing
+            # A previous run's verdict (results.json, junit.xml, report.html) must not outlive a run that
+            # ends before the harness writes its own (an engine that never answers, an image it lacks).
+            removed = discard_reports(out, dir_fd=folder.fd)
             try:
-                return _run(parser, args, subcommand, paths, plan, f"{uid}:{gid}")
+                file_log = add_file_log(folder.via_fd / LAUNCHER_LOG)
+            except OSError as err:
+                raise UsageError(f"cannot write {out / LAUNCHER_LOG}: {err.strerror}") from err
+            try:
+                if removed:
+                    log.info("removed the previous run's reports: %s", ", ".join(removed),
+                             extra={"removed": removed})
+                loan = ownership.lend(folder, lock, (uid, gid), records) if as_root else None
+                try:
+                    return _run(parser, args, subcommand, paths, plan, f"{uid}:{gid}", folder.verify)
+                finally:
+                    if loan is not None:
+                        loan.give_back()
+            except HarnessError as err:  # printed once, on stdout, by guarded(); the file log keeps it with its token
+                log.debug("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
+                raise
             finally:
-                if loan is not None:
-                    loan.give_back()
-        except HarnessError as err:  # printed once, on stdout, by guarded(); the file log keeps it with its token
-            log.debug("%s", err.verdict_line(), extra={"token": err.token, "exit_code": int(err.exit_code)})
-            raise
-        finally:
-            remove_handler(file_log)
-
-
-def _clear_previous_reports(out: Path) -> list[str]:
-    """A previous run's verdict (results.json, junit.xml, report.html) must not outlive a run that
-    ends before the harness writes its own (an engine that never answers, an image it lacks). Only
-    what is recognisably a report goes, as when the harness refuses bad input: never a file that
-    merely has a report's name (a disk image kept as results.json)."""
-    present = [name for name in STALE_REPORTS if (out / name).is_file()]
-    discard_reports(out)
-    return [name for name in present if not (out / name).exists()]
+                remove_handler(file_log)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, subcommand: str,
-         paths: dict[str, PurePosixPath], plan: mounts.MountPlan, user: str) -> int:
+         paths: dict[str, PurePosixPath], plan: mounts.MountPlan, user: str, verify: Callable[[str], None]) -> int:
     policy = RetryPolicy(attempts=args.engine_attempts, backoff_s=args.engine_backoff)
     client = connect(policy, args.engine_timeout)
     try:
@@ -174,7 +170,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, subcommand: 
             network_mode=args.network,
             environment={"AERO_OUT_DIR": str(mounts.OUT_DIR), "HOME": "/tmp"},
         )
-        return run_container(client, spec, policy)
+        return run_container(client, spec, policy, verify=verify)
     finally:
         client.close()
 

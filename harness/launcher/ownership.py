@@ -5,6 +5,9 @@ folder. The launcher lends it the folder (and the harness's own files in it) and
 container has ended, on every way out (a verdict, a failure, an interrupt, an engine that went
 away), gives the folder back to the owner it had and hands every file and folder in it that the
 image's user owns (what the container made or changed) to that owner, never following a link.
+Whom the folder goes back to is recorded outside it (``loans``), never in a file the borrower could
+replace; a launcher lock file at the top that is not the one the launcher holds was planted, and
+is removed. Everything is done through the launcher's descriptor of the folder (``outdir``).
 
 Lending a folder lets its borrower delete or replace anything in it, and the files it leaves
 there end up owned by the folder's owner. So only a folder that is the harness's is lent: one
@@ -30,6 +33,8 @@ from types import FrameType
 
 from harness.errors import UsageError
 from harness.fleet.record import CASE_JSON, CONSOLE_LOG
+from harness.launcher import loans
+from harness.launcher.outdir import OutDir
 from harness.launcher.outlock import LAUNCHER_LOCK, HeldLock
 from harness.logsetup import get_logger
 from harness.outputs import (
@@ -66,12 +71,15 @@ def _own_name(name: str, allowed: frozenset[str]) -> bool:
         any(name.startswith(f".{own}.") for own in allowed)
 
 
-def _foreign(folder: Path, allowed: frozenset[str], depth: int, budget: list[int],
+_SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _foreign(dir_fd: int, allowed: frozenset[str], depth: int, budget: list[int],
              kept: tuple[int, int] | None) -> list[str]:
-    """The entries of ``folder`` (relative names) that are not the harness's; links are not followed.
-    ``kept``: the (device, inode) of a file that is never the harness's, whatever its name."""
+    """The entries of the folder ``dir_fd`` (relative names) that are not the harness's; links are not
+    followed. ``kept``: the (device, inode) of a file that is never the harness's, whatever its name."""
     found: list[str] = []
-    with os.scandir(folder) as scan:
+    with os.scandir(dir_fd) as scan:
         entries = sorted(itertools.islice(scan, max(0, budget[0]) + 1), key=lambda entry: entry.name)
         for entry in entries:
             budget[0] -= 1
@@ -80,27 +88,33 @@ def _foreign(folder: Path, allowed: frozenset[str], depth: int, budget: list[int
             st = entry.stat(follow_symlinks=False)
             if _own_name(entry.name, allowed) and (st.st_dev, st.st_ino) != kept:
                 continue
-            if entry.is_dir(follow_symlinks=False) and depth < MAX_DEPTH:
-                inner = _foreign(Path(entry.path), OWN_NAMES, depth + 1, budget, kept)
+            if stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
+                inner_fd = os.open(entry.name, _SUBDIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    inner = _foreign(inner_fd, OWN_NAMES, depth + 1, budget, kept)
+                finally:
+                    os.close(inner_fd)
                 found += [f"{entry.name}/{name}" for name in inner]
                 continue
-            found.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+            found.append(entry.name + ("/" if stat.S_ISDIR(st.st_mode) else ""))
     return found
 
 
-def check_lendable(out_dir: Path, run_names: Iterable[str] = (), keep: Path | None = None) -> None:
-    """UsageError (exit 2) unless ``out_dir`` may be lent to the image's user; reads, changes nothing.
+def check_lendable(folder: OutDir, run_names: Iterable[str] = (), keep: Path | None = None) -> None:
+    """UsageError (exit 2) unless the output folder may be lent to the image's user; reads, changes nothing.
 
     ``run_names``: the files this run's flags put at the top of the folder (``--serial-log
     OUT/com1.log`` is ``com1.log``; a root caller's flags may name no file deeper, ``mounts``).
     ``keep``: the disk image, never the harness's even when it has one of the harness's names."""
-    allowed = OWN_NAMES | frozenset(run_names)
+    out_dir = folder.path
+    names = frozenset(run_names)
+    allowed = OWN_NAMES | names
     try:
         kept = None
         if keep is not None:
             st = keep.stat()
             kept = (st.st_dev, st.st_ino)
-        foreign = _foreign(out_dir, allowed, 1, [MAX_ENTRIES], kept)
+        foreign = _foreign(folder.fd, allowed, 1, [MAX_ENTRIES], kept)
     except OSError as err:
         raise UsageError(f"--out-dir {out_dir} cannot be read: {err.strerror}") from err
     if foreign:
@@ -117,8 +131,11 @@ class Loan:
 
     out_dir: Path
     dir_fd: int  # the folder itself, whatever happens to its path meanwhile
+    identity: tuple[int, int]  # the folder's (st_dev, st_ino): the key of its record
     owner: tuple[int, int]
     lock: HeldLock
+    records: loans.Records
+    own: frozenset[tuple[int, int]]  # the launcher's own files in it (its lock file, launcher.log)
     borrower: tuple[int, int] = IMAGE_USER
 
     def give_back(self) -> None:
@@ -131,11 +148,27 @@ class Loan:
             finally:
                 os.close(self.dir_fd)
             if not failures:
-                self.lock.clear_owner()
+                self.records.clear(self.identity)
             else:
                 log.warning("could not give %d entries of %s back to uid %d (first: %s); the next run as root gives "
                             "them back", len(failures), self.out_dir, self.owner[0], failures[0],
                             extra={"out_dir": str(self.out_dir), "failures": failures[:20]})
+
+    def _planted_lock(self, st: os.stat_result) -> bool:
+        """Whether the launcher's lock file at the top is not the one this launcher holds: put there by
+        the borrower, it is removed, never given to the owner nor believed."""
+        if (st.st_dev, st.st_ino) == self.lock.identity:
+            return False
+        try:
+            os.unlink(LAUNCHER_LOCK, dir_fd=self.dir_fd)
+            log.warning("removed %s from %s: not the launcher's own lock file (the container's user replaced it)",
+                        LAUNCHER_LOCK, self.out_dir, extra={"out_dir": str(self.out_dir)})
+        except FileNotFoundError:
+            pass
+        except OSError as err:  # a folder: left as it is, lent
+            log.warning("left %s in %s: not the launcher's own lock file, and it cannot be removed: %s",
+                        LAUNCHER_LOCK, self.out_dir, err.strerror, extra={"out_dir": str(self.out_dir)})
+        return True
 
     def _give_back(self) -> list[str]:
         uid, gid = self.owner
@@ -146,8 +179,10 @@ class Loan:
                 where = os.path.normpath(os.path.join(folder, name))
                 try:
                     st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if folder == "." and name == LAUNCHER_LOCK and self._planted_lock(st):
+                        continue
                     lent = st.st_uid == self.borrower[0]
-                    mine = folder == "." and name in LAUNCHER_FILES and st.st_uid == os.getuid()
+                    mine = folder == "." and (st.st_dev, st.st_ino) in self.own and st.st_nlink == 1
                     if lent or mine:
                         os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)  # the kernel drops set-id bits
                         given += lent
@@ -164,39 +199,58 @@ class Loan:
         return failures
 
 
-def lend(out_dir: Path, lock: HeldLock, borrower: tuple[int, int] = IMAGE_USER) -> Loan:
-    """Lend ``out_dir`` (checked by ``check_lendable``, locked by ``lock``) and the harness's files at
-    its top to ``borrower``; the caller must ``give_back`` the returned loan on every way out (a
-    failure here gives back what was lent before it raises).
+def _lend_file(fd: int, name: str, borrower: tuple[int, int]) -> None:
+    """One of the harness's files at the top lent to ``borrower`` (a link is left as it is)."""
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or (st.st_uid, st.st_gid) == borrower:
+        return
+    os.chown(name, *borrower, dir_fd=fd, follow_symlinks=False)
 
-    The owner it goes back to: the one a dead launcher recorded in the lock file, else the folder's
-    owner now, except the image's user itself (left so by an older launcher): then the caller."""
-    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+def lend(folder: OutDir, lock: HeldLock, borrower: tuple[int, int] = IMAGE_USER,
+         records: loans.Records | None = None) -> Loan:
+    """Lend the output folder (checked by ``check_lendable``, locked by ``lock``) and the harness's
+    files at its top to ``borrower``; the caller must ``give_back`` the returned loan on every way
+    out (a failure here gives back what was lent before it raises).
+
+    The owner it goes back to: the folder's owner now; when that is the borrower (the folder was
+    left lent), the owner a root launcher recorded for it (``loans``), else the caller."""
+    out_dir = folder.path
+    records = records if records is not None else loans.records()
+    fd = os.dup(folder.fd)
     try:
         st = os.fstat(fd)
-        owner = lock.previous_owner or (st.st_uid, st.st_gid)
+        identity = (st.st_dev, st.st_ino)
+        owner = (st.st_uid, st.st_gid)
         if owner[0] == borrower[0]:
-            owner = (os.getuid(), os.getgid())
-        lock.record_owner(owner)
+            owner = records.recorded(identity, out_dir) or (os.getuid(), os.getgid())
+            if owner[0] == borrower[0]:
+                owner = (os.getuid(), os.getgid())
+        own = {lock.identity}
+        try:
+            log_st = os.stat(LAUNCHER_LOG, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISREG(log_st.st_mode):
+                own.add((log_st.st_dev, log_st.st_ino))
+        except FileNotFoundError:
+            pass
+        records.record(identity, out_dir, owner)
     except BaseException:
         os.close(fd)
         raise
-    loan = Loan(out_dir, fd, owner, lock, borrower)
+    loan = Loan(out_dir, fd, identity, owner, lock, records, frozenset(own), borrower)
     try:
-        for name in ("", *HARNESS_FILES):
-            try:
-                entry = os.stat(name, dir_fd=fd, follow_symlinks=False) if name else os.fstat(fd)
-                if stat.S_ISLNK(entry.st_mode) or (entry.st_uid, entry.st_gid) == borrower:
-                    continue
-                if name:
-                    os.chown(name, *borrower, dir_fd=fd, follow_symlinks=False)
-                else:
-                    os.chown(fd, *borrower)
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                raise UsageError(f"cannot lend --out-dir {out_dir} to the container's user (uid {borrower[0]}): "
-                                 f"{name or '.'}: {err.strerror}") from err
+        name = "."
+        try:
+            if (st.st_uid, st.st_gid) != borrower:
+                os.chown(fd, *borrower)
+            for name in HARNESS_FILES:
+                _lend_file(fd, name, borrower)
+        except OSError as err:
+            raise UsageError(f"cannot lend --out-dir {out_dir} to the container's user (uid {borrower[0]}): "
+                             f"{name}: {err.strerror}") from err
     except BaseException:
         loan.give_back()
         raise
