@@ -173,6 +173,58 @@ def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
 
 
 @pytest.mark.attack
+def test_only_regular_files_of_one_name_are_the_harness_s(tmp_path: Path) -> None:
+    """A harness name does not make a hard link, a link, a FIFO or a folder the harness's: a folder is
+    looked into whatever its name, and at the top one with the name of a file written there is refused."""
+    outside = tmp_path / "outside"
+    outside.write_text("someone else's\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(outside, out / "serial.log")
+    with pytest.raises(UsageError, match=r"\(serial.log \(a hard link\)\)"):
+        _lendable(out)
+    (out / "serial.log").unlink()
+    (out / "results.json").symlink_to(outside)
+    with pytest.raises(UsageError, match=r"\(results.json \(a symbolic link\)\)"):
+        _lendable(out)
+    (out / "results.json").unlink()
+    os.mkfifo(out / "http.log")
+    with pytest.raises(UsageError, match=r"\(http.log \(not a regular file\)\)"):
+        _lendable(out)
+    (out / "http.log").unlink()
+    (out / "harness.log").mkdir()
+    with pytest.raises(UsageError, match=r"\(harness.log/ \(a folder where a file is written\)\)"):
+        _lendable(out)
+    (out / "harness.log").rmdir()
+    (out / "selfcheck" / "case.json").mkdir(parents=True)  # deeper, a folder of any name is looked into
+    (out / "selfcheck" / "case.json" / "thesis.tex").write_text("")
+    with pytest.raises(UsageError, match=r"\(selfcheck/case.json/thesis.tex\)"):
+        _lendable(out)
+    (out / "selfcheck" / "case.json" / "thesis.tex").unlink()
+    _lendable(out)  # folders that hold nothing else
+
+
+@pytest.mark.attack
+def test_lend_refuses_a_hard_link_it_was_not_told_about(tmp_path: Path, state: Path) -> None:
+    """Were the check skipped or raced: lend itself chowns only regular files of one name, and says
+    so in one USAGE line, with the folder given back and the outside file untouched."""
+    if os.getuid() != 0:
+        missing_prerequisite("only a root caller lends the folder")  # CI runs as root
+    outside = tmp_path / "outside"
+    outside.write_text("someone else's\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 4242, 4243)
+    os.link(outside, out / "serial.log")
+    with outdir.pinned(out) as folder, outlock.hold(folder) as lock:
+        with pytest.raises(UsageError, match=r"cannot lend --out-dir .*: serial.log is a hard link; remove it"):
+            ownership.lend(folder, lock)
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0)
+    assert (out.stat().st_uid, out.stat().st_gid) == (4242, 4243)
+    assert list(state.iterdir()) == []
+
+
+@pytest.mark.attack
 def test_the_out_dir_is_checked_and_lent_through_the_folder_opened_not_its_path(tmp_path: Path, state: Path) -> None:
     """A folder above the out-dir swapped for another after the folder was opened: the check, the
     lock and the chowns are the folder's, the path is found changed (INFRA, one line)."""

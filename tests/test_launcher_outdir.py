@@ -289,6 +289,23 @@ def test_a_lock_file_the_container_planted_is_neither_believed_nor_given_to_the_
     assert list(state.iterdir()) == []
 
 
+@pytest.mark.attack
+def test_a_hard_link_of_an_outside_file_is_not_given_to_the_owner(tmp_path: Path) -> None:
+    """A file with a name inside the folder and one outside it (linked in while the folder was lent,
+    in a subfolder the owner kept) is not the folder's to give: the file outside keeps its owner."""
+    root_only()
+    out = tmp_path / "out"
+    (out / "selfcheck").mkdir(parents=True)
+    for path in (out, out / "selfcheck"):
+        os.chown(path, *OWNER)
+    outside = tmp_path / "elsewhere.db"
+    outside.write_text("the image user's, elsewhere\n")
+    os.chown(outside, IMAGE_UID, IMAGE_UID)
+    lend_and_give_back(out, lambda: os.link(outside, out / "selfcheck" / "x"))
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (IMAGE_UID, IMAGE_UID)
+    assert owners(out)["."] == OWNER and owners(out)["selfcheck"] == OWNER
+
+
 @pytest.mark.fault
 def test_signals_wait_for_the_folder_to_be_given_back() -> None:
     got: list[int] = []
@@ -316,6 +333,49 @@ def victim(tmp_path: Path) -> Path:
 def unchanged(victim: Path) -> None:
     st = victim.stat()
     assert victim.read_text() == "precious\n" and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+
+
+@pytest.mark.attack
+@pytest.mark.parametrize("name", ["serial.log", ".aero-win7-harness.lock", "results.json"])
+def test_a_hard_link_with_a_harness_name_is_not_lent(tmp_path: Path, victim: Path, name: str) -> None:
+    """Lent, the file outside would be the image's user's (serial.log), or written by root before the
+    run (the harness's lock file, truncated when the launcher removes old reports)."""
+    root_only()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, *OWNER)
+    os.link(victim, out / name)
+    before = tree_state(out)
+    proc = launcher("selfcheck", "--out-dir", str(out))
+    one_usage_line(proc, f"--out-dir {out} holds files that are not the harness's ({name} (a hard link)): ")
+    unchanged(victim)
+    assert tree_state(out) == before
+
+
+@pytest.mark.attack
+def test_a_folder_with_a_harness_name_is_looked_into(tmp_path: Path) -> None:
+    root_only()
+    out = tmp_path / "out"
+    (out / "harness.log").mkdir(parents=True)
+    (out / "harness.log" / "thesis.tex").write_text("mine\n")
+    (out / "selfcheck" / "serial.log").mkdir(parents=True)
+    (out / "selfcheck" / "serial.log" / "notes.txt").write_text("mine\n")
+    before = tree_state(out)
+    proc = launcher("selfcheck", "--out-dir", str(out))
+    one_usage_line(proc, f"--out-dir {out} holds files that are not the harness's (harness.log/ (a folder where a "
+                         "file is written), selfcheck/serial.log/notes.txt)")
+    assert tree_state(out) == before
+
+
+@pytest.mark.attack
+def test_a_hard_linked_launcher_lock_is_refused_before_it_is_written(tmp_path: Path, victim: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(victim, out / outlock.LAUNCHER_LOCK)
+    proc = launcher("selfcheck", "--out-dir", str(out))
+    one_usage_line(proc, f"--out-dir {out}: {out / outlock.LAUNCHER_LOCK} is a hard link (another file has it too); "
+                         "remove it")
+    unchanged(victim)
 
 
 @pytest.mark.attack
@@ -449,7 +509,8 @@ def test_a_file_that_merely_has_a_reports_name_is_kept(tmp_path: Path) -> None:
     (out / "report.html").mkdir()
     proc = launcher("--disk-image", str(disk), "--out-dir", str(out))
     if os.getuid() == 0:  # never lent: the container's user could delete it
-        one_usage_line(proc, f"--out-dir {out} holds files that are not the harness's (results.json)")
+        one_usage_line(proc, f"--out-dir {out} holds files that are not the harness's (report.html/ (a folder "
+                             "where a file is written), results.json)")
     else:
         unreachable(proc)
     assert disk.read_bytes()[:4] == b"QFI\xfb" and (out / "report.html").is_dir()

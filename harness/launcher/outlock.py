@@ -10,8 +10,9 @@ the same way, before either changes anything in the folder.
 
 The lock file says who holds the folder (pid and host), nothing more: while a root caller's
 folder is lent, the container's user may replace it, so whom the folder goes back to is kept
-outside it (``loans``). The folder is reached only through the launcher's descriptor of it
-(``outdir``).
+outside it (``loans``). A lock file that is not a regular file of one name (a hard link of another
+file) is refused before it is written, and the folder is reached only through the launcher's
+descriptor of it (``outdir``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _harness_holder(dir_fd: int) -> str | None:
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # another file's name too: not probed
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -109,6 +110,8 @@ def _locked(out_dir: Path, path: Path, fd: int) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"--out-dir {out_dir}: {path} is not a regular file; remove it")
+        if st.st_nlink != 1:  # writing it would write another file of that name elsewhere
+            raise UsageError(f"--out-dir {out_dir}: {path} is a hard link (another file has it too); remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

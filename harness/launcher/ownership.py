@@ -1,22 +1,24 @@
 """A root caller's output folder: lent to the image's user for the run, then given back.
 
 A root caller's container runs as the image's own user (10001), which must write the output
-folder. The launcher lends it the folder (and the harness's own files in it) and, once the
+folder. The launcher lends it the folder (and the harness's own files at its top) and, once the
 container has ended, on every way out (a verdict, a failure, an interrupt, an engine that went
 away), gives the folder back to the owner it had and hands every file and folder in it that the
-image's user owns (what the container made or changed) to that owner, never following a link.
-Whom the folder goes back to is recorded outside it (``loans``), never in a file the borrower could
-replace; a launcher lock file at the top that is not the one the launcher holds was planted, and
-is removed. Everything is done through the launcher's descriptor of the folder (``outdir``).
+image's user owns (what the container made or changed) to that owner, never following a link,
+never a file that has another name too (a hard link: its other name may be outside the folder). Whom the
+folder goes back to is recorded outside it (``loans``), never in a file the borrower could replace;
+a launcher lock file at the top that is not the one the launcher holds was planted, and is removed.
 
 Lending a folder lets its borrower delete or replace anything in it, and the files it leaves
 there end up owned by the folder's owner. So only a folder that is the harness's is lent: one
 that holds anything but the harness's artifacts (the caller's home, a project folder, the disk
 image's folder) is refused before anything changes, with a hint to use a new or empty folder.
-The harness's artifacts are its files (``serial.log``, ``results.json``..., their temporary
-siblings), the launcher's, the fleet's (``case.json``, ``console.log``), the files this run's own
-flags name, and folders that hold nothing else (an earlier ``selfcheck``'s folder); never the
-disk image, whatever its name.
+The harness's artifacts are regular files of one name (no link, no hard link) with its names
+(``serial.log``, ``results.json``..., their temporary siblings), the launcher's, the fleet's
+(``case.json``, ``console.log``), the files this run's own flags name, and folders, whatever their
+names, that hold nothing else (an earlier ``selfcheck``'s folder), except at the top a folder with
+the name of a file written there; never the disk image, whatever its name. Everything is done
+through the launcher's descriptor of the folder (``outdir``), not its path.
 """
 
 from __future__ import annotations
@@ -71,13 +73,28 @@ def _own_name(name: str, allowed: frozenset[str]) -> bool:
         any(name.startswith(f".{own}.") for own in allowed)
 
 
+def _not_one_file(st: os.stat_result) -> str | None:
+    """Why an entry cannot be one of the harness's files: only a regular file of one name can be."""
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_nlink != 1:
+        return "a hard link"
+    return None
+
+
+_WRITTEN = frozenset((*HARNESS_FILES, *LAUNCHER_FILES))  # files made at the top: never a folder there
 _SUBDIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-def _foreign(dir_fd: int, allowed: frozenset[str], depth: int, budget: list[int],
+def _foreign(dir_fd: int, allowed: frozenset[str], written: frozenset[str], depth: int, budget: list[int],
              kept: tuple[int, int] | None) -> list[str]:
     """The entries of the folder ``dir_fd`` (relative names) that are not the harness's; links are not
-    followed. ``kept``: the (device, inode) of a file that is never the harness's, whatever its name."""
+    followed. The harness's: a regular file of one name (no hard link) with one of its names, and a
+    folder, whatever its name, holding only such files, except at the top a folder where a file is
+    written (``written``: the harness's, the launcher's, this run's). ``kept``: the (device, inode) of a
+    file that is never the harness's, whatever its name."""
     found: list[str] = []
     with os.scandir(dir_fd) as scan:
         entries = sorted(itertools.islice(scan, max(0, budget[0]) + 1), key=lambda entry: entry.name)
@@ -86,17 +103,23 @@ def _foreign(dir_fd: int, allowed: frozenset[str], depth: int, budget: list[int]
             if budget[0] < 0:
                 return [*found, f"more than {MAX_ENTRIES} entries"]
             st = entry.stat(follow_symlinks=False)
-            if _own_name(entry.name, allowed) and (st.st_dev, st.st_ino) != kept:
+            if stat.S_ISDIR(st.st_mode):
+                if entry.name in written:
+                    found.append(f"{entry.name}/ (a folder where a file is written)")
+                elif depth < MAX_DEPTH:
+                    inner_fd = os.open(entry.name, _SUBDIR_FLAGS, dir_fd=dir_fd)
+                    try:
+                        inner = _foreign(inner_fd, OWN_NAMES, frozenset(), depth + 1, budget, kept)
+                    finally:
+                        os.close(inner_fd)
+                    found += [f"{entry.name}/{name}" for name in inner]
+                else:
+                    found.append(entry.name + "/")
                 continue
-            if stat.S_ISDIR(st.st_mode) and depth < MAX_DEPTH:
-                inner_fd = os.open(entry.name, _SUBDIR_FLAGS, dir_fd=dir_fd)
-                try:
-                    inner = _foreign(inner_fd, OWN_NAMES, depth + 1, budget, kept)
-                finally:
-                    os.close(inner_fd)
-                found += [f"{entry.name}/{name}" for name in inner]
+            why = _not_one_file(st)
+            if _own_name(entry.name, allowed) and why is None and (st.st_dev, st.st_ino) != kept:
                 continue
-            found.append(entry.name + ("/" if stat.S_ISDIR(st.st_mode) else ""))
+            found.append(entry.name + (f" ({why})" if why is not None and _own_name(entry.name, allowed) else ""))
     return found
 
 
@@ -114,7 +137,7 @@ def check_lendable(folder: OutDir, run_names: Iterable[str] = (), keep: Path | N
         if keep is not None:
             st = keep.stat()
             kept = (st.st_dev, st.st_ino)
-        foreign = _foreign(folder.fd, allowed, 1, [MAX_ENTRIES], kept)
+        foreign = _foreign(folder.fd, allowed, _WRITTEN | names, 1, [MAX_ENTRIES], kept)
     except OSError as err:
         raise UsageError(f"--out-dir {out_dir} cannot be read: {err.strerror}") from err
     if foreign:
@@ -173,6 +196,7 @@ class Loan:
     def _give_back(self) -> list[str]:
         uid, gid = self.owner
         failures: list[str] = []
+        linked: list[str] = []
         given = 0
         for folder, dirs, files, fd in os.fwalk(".", dir_fd=self.dir_fd, follow_symlinks=False):
             for name in (*dirs, *files):
@@ -183,6 +207,9 @@ class Loan:
                         continue
                     lent = st.st_uid == self.borrower[0]
                     mine = folder == "." and (st.st_dev, st.st_ino) in self.own and st.st_nlink == 1
+                    if lent and not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode) and st.st_nlink != 1:
+                        linked.append(where)  # its other name may be outside the folder: not the owner's to get
+                        continue
                     if lent or mine:
                         os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)  # the kernel drops set-id bits
                         given += lent
@@ -190,6 +217,10 @@ class Loan:
                     continue
                 except OSError as err:
                     failures.append(f"{where}: {err.strerror}")
+        if linked:
+            log.warning("left %d hard links in %s with uid %d (first: %s): a file with another name elsewhere is "
+                        "not given to the folder's owner", len(linked), self.out_dir, self.borrower[0], linked[0],
+                        extra={"out_dir": str(self.out_dir), "hard_links": linked[:20]})
         try:
             os.chown(self.dir_fd, uid, gid)
         except OSError as err:
@@ -199,15 +230,26 @@ class Loan:
         return failures
 
 
-def _lend_file(fd: int, name: str, borrower: tuple[int, int]) -> None:
-    """One of the harness's files at the top lent to ``borrower`` (a link is left as it is)."""
+def _lend_file(fd: int, name: str, borrower: tuple[int, int]) -> str | None:
+    """One of the harness's files at the top lent to ``borrower``; why it cannot be, if it cannot."""
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
     except FileNotFoundError:
-        return
-    if stat.S_ISLNK(st.st_mode) or (st.st_uid, st.st_gid) == borrower:
-        return
-    os.chown(name, *borrower, dir_fd=fd, follow_symlinks=False)
+        return None
+    why = _not_one_file(st)
+    if why is not None:
+        return why
+    if (st.st_uid, st.st_gid) == borrower:
+        return None
+    entry = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        now = os.fstat(entry)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or _not_one_file(now) is not None:
+            return "replaced while it was lent"
+        os.fchown(entry, *borrower)  # the very file checked, whatever its name is by now
+    finally:
+        os.close(entry)
+    return None
 
 
 def lend(folder: OutDir, lock: HeldLock, borrower: tuple[int, int] = IMAGE_USER,
@@ -247,7 +289,10 @@ def lend(folder: OutDir, lock: HeldLock, borrower: tuple[int, int] = IMAGE_USER,
             if (st.st_uid, st.st_gid) != borrower:
                 os.chown(fd, *borrower)
             for name in HARNESS_FILES:
-                _lend_file(fd, name, borrower)
+                why = _lend_file(fd, name, borrower)
+                if why is not None:
+                    raise UsageError(f"cannot lend --out-dir {out_dir} to the container's user (uid {borrower[0]}): "
+                                     f"{name} is {why}; remove it or pass a new or empty folder")
         except OSError as err:
             raise UsageError(f"cannot lend --out-dir {out_dir} to the container's user (uid {borrower[0]}): "
                              f"{name}: {err.strerror}") from err
