@@ -6,11 +6,13 @@ nothing answers, so every run ends at the engine with exit 6, after the folder w
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,6 +60,21 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv(loans.STATE_ENV, str(path))
     return path
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A folder the image's user (a real uid 10001 process) can reach, unlike tmp_path (root's, 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="aero-lent-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+def as_image_user(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A shell script run as the image's user, as the container would run it."""
+    return subprocess.run(["sh", "-c", script], cwd=cwd, user=IMAGE_UID, group=IMAGE_UID, extra_groups=[],
+                          capture_output=True, text=True, timeout=30, check=False)
 
 
 Holder = Callable[[str], "subprocess.Popen[str]"]
@@ -287,6 +304,34 @@ def test_a_lock_file_the_container_planted_is_neither_believed_nor_given_to_the_
     unreachable(launcher("selfcheck", "--out-dir", str(out)))
     assert set(owners(out).values()) == {(0, 0)}
     assert list(state.iterdir()) == []
+
+
+@pytest.mark.attack
+def test_a_still_alive_container_can_add_nothing_once_the_walk_has_passed(reachable: Path) -> None:
+    """The folder goes back before its entries: a container that outlived its launcher's view of it
+    (an engine gone away) cannot leave a file of its own behind the walk."""
+    root_only()
+    out = reachable / "out"
+    out.mkdir()
+    os.chown(out, *OWNER)
+    real_fwalk = os.fwalk
+    late: list[subprocess.CompletedProcess[str]] = []
+
+    def fwalk_then_the_container_writes(*args: object, **kwargs: object) -> Iterator[object]:
+        yield from real_fwalk(*args, **kwargs)  # type: ignore[call-overload]
+        late.append(as_image_user("echo late > late", out))
+
+    def during() -> None:
+        assert as_image_user("echo made > made", out).returncode == 0  # lent: the image's user writes it
+        os.fwalk = fwalk_then_the_container_writes  # type: ignore[assignment]
+
+    try:
+        lend_and_give_back(out, during)
+    finally:
+        os.fwalk = real_fwalk
+    assert late and late[0].returncode != 0 and "Permission denied" in late[0].stderr
+    assert not (out / "late").exists()
+    assert lent_entries(out) == [] and owners(out)["made"] == OWNER
 
 
 @pytest.mark.attack

@@ -3,9 +3,10 @@
 A root caller's container runs as the image's own user (10001), which must write the output
 folder. The launcher lends it the folder (and the harness's own files at its top) and, once the
 container has ended, on every way out (a verdict, a failure, an interrupt, an engine that went
-away), gives the folder back to the owner it had and hands every file and folder in it that the
-image's user owns (what the container made or changed) to that owner, never following a link,
-never a file that has another name too (a hard link: its other name may be outside the folder). Whom the
+away), gives the folder back to the owner it had (the folder first, so that a container still
+alive can add nothing more at its top) and hands every file and folder in it that the image's
+user owns (what the container made or changed) to that owner, never following a link, never a
+file that has another name too (a hard link: its other name may be outside the folder). Whom the
 folder goes back to is recorded outside it (``loans``), never in a file the borrower could replace;
 a launcher lock file at the top that is not the one the launcher holds was planted, and is removed.
 
@@ -198,6 +199,10 @@ class Loan:
         failures: list[str] = []
         linked: list[str] = []
         given = 0
+        try:  # first: from here on the borrower (a container still alive) can add nothing at the top
+            os.chown(self.dir_fd, uid, gid)
+        except OSError as err:
+            failures.append(f".: {err.strerror}")
         for folder, dirs, files, fd in os.fwalk(".", dir_fd=self.dir_fd, follow_symlinks=False):
             for name in (*dirs, *files):
                 where = os.path.normpath(os.path.join(folder, name))
@@ -221,10 +226,6 @@ class Loan:
             log.warning("left %d hard links in %s with uid %d (first: %s): a file with another name elsewhere is "
                         "not given to the folder's owner", len(linked), self.out_dir, self.borrower[0], linked[0],
                         extra={"out_dir": str(self.out_dir), "hard_links": linked[:20]})
-        try:
-            os.chown(self.dir_fd, uid, gid)
-        except OSError as err:
-            failures.append(f".: {err.strerror}")
         log.info("gave %s back to uid %d gid %d (%d entries the container's user owned)", self.out_dir, uid, gid,
                  given, extra={"out_dir": str(self.out_dir), "owner": f"{uid}:{gid}", "entries": given})
         return failures
