@@ -472,6 +472,7 @@ class SwappingProxy:
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_an_out_dir_swapped_before_the_bind_mount_is_refused_and_the_container_goes(
         engine: docker.DockerClient, fake_image: str, tmp_path: Path, disk: Path) -> None:
     """A folder above --out-dir becomes a link to another folder after the launcher checked, locked

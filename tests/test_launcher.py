@@ -173,6 +173,7 @@ def test_only_the_harness_folder_may_be_lent(tmp_path: Path) -> None:
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_only_regular_files_of_one_name_are_the_harness_s(tmp_path: Path) -> None:
     """A harness name does not make a hard link, a link, a FIFO or a folder the harness's: a folder is
     looked into whatever its name, and at the top one with the name of a file written there is refused."""
@@ -205,6 +206,7 @@ def test_only_regular_files_of_one_name_are_the_harness_s(tmp_path: Path) -> Non
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_lend_refuses_a_hard_link_it_was_not_told_about(tmp_path: Path, state: Path) -> None:
     """Were the check skipped or raced: lend itself chowns only regular files of one name, and says
     so in one USAGE line, with the folder given back and the outside file untouched."""
@@ -224,6 +226,7 @@ def test_lend_refuses_a_hard_link_it_was_not_told_about(tmp_path: Path, state: P
     assert list(state.iterdir()) == []
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_the_out_dir_is_checked_and_lent_through_the_folder_opened_not_its_path(tmp_path: Path, state: Path) -> None:
     """A folder above the out-dir swapped for another after the folder was opened: the check, the
@@ -257,6 +260,7 @@ def test_the_out_dir_is_checked_and_lent_through_the_folder_opened_not_its_path(
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_a_link_on_the_out_dirs_path_when_it_is_opened_is_infra(tmp_path: Path) -> None:
     out = tmp_path / "proj" / "out"
     out.mkdir(parents=True)
@@ -267,6 +271,7 @@ def test_a_link_on_the_out_dirs_path_when_it_is_opened_is_infra(tmp_path: Path) 
             pass
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_an_unsafe_state_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.getuid() != 0:
@@ -290,6 +295,7 @@ def test_an_unsafe_state_folder_is_refused(tmp_path: Path, monkeypatch: pytest.M
         loans.records()
 
 
+@pytest.mark.bad_input
 @pytest.mark.bad_input
 def test_a_root_callers_output_files_must_be_at_the_top_of_the_folder(disk: Path, tmp_path: Path) -> None:
     """Only the top of a root caller's folder is lent: a file in a folder inside it could not be written."""
@@ -572,6 +578,7 @@ def test_an_exit_code_outside_the_contract_is_infra() -> None:
         container.run_container(FakeClient(137), _spec(), FAST)  # type: ignore[arg-type]
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_the_folders_are_verified_before_the_container_is_created_and_once_it_started() -> None:
     """The engine mounts paths: they are compared with the folder held before create and after start

@@ -281,6 +281,7 @@ def lend_and_give_back(out: Path, during: Callable[[], None] = lambda: None) -> 
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_a_lock_file_the_container_planted_is_neither_believed_nor_given_to_the_owner(
         tmp_path: Path, state: Path) -> None:
     """The borrower owns the lent folder: it may unlink the launcher's lock file and write its own,
@@ -306,6 +307,7 @@ def test_a_lock_file_the_container_planted_is_neither_believed_nor_given_to_the_
     assert list(state.iterdir()) == []
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_a_still_alive_container_can_add_nothing_once_the_walk_has_passed(reachable: Path) -> None:
     """The folder goes back before its entries: a container that outlived its launcher's view of it
@@ -334,6 +336,7 @@ def test_a_still_alive_container_can_add_nothing_once_the_walk_has_passed(reacha
     assert lent_entries(out) == [] and owners(out)["made"] == OWNER
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_a_hard_link_of_an_outside_file_is_not_given_to_the_owner(tmp_path: Path) -> None:
     """A file with a name inside the folder and one outside it (linked in while the folder was lent,
@@ -381,6 +384,7 @@ def unchanged(victim: Path) -> None:
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 @pytest.mark.parametrize("name", ["serial.log", ".aero-win7-harness.lock", "results.json"])
 def test_a_hard_link_with_a_harness_name_is_not_lent(tmp_path: Path, victim: Path, name: str) -> None:
     """Lent, the file outside would be the image's user's (serial.log), or written by root before the
@@ -398,6 +402,7 @@ def test_a_hard_link_with_a_harness_name_is_not_lent(tmp_path: Path, victim: Pat
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_a_folder_with_a_harness_name_is_looked_into(tmp_path: Path) -> None:
     root_only()
     out = tmp_path / "out"
@@ -413,6 +418,7 @@ def test_a_folder_with_a_harness_name_is_looked_into(tmp_path: Path) -> None:
 
 
 @pytest.mark.attack
+@pytest.mark.attack
 def test_a_hard_linked_launcher_lock_is_refused_before_it_is_written(tmp_path: Path, victim: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -423,6 +429,7 @@ def test_a_hard_linked_launcher_lock_is_refused_before_it_is_written(tmp_path: P
     unchanged(victim)
 
 
+@pytest.mark.attack
 @pytest.mark.attack
 def test_the_harness_lock_and_reports_are_never_written_or_removed_through_a_link(tmp_path: Path,
                                                                                    victim: Path) -> None:
@@ -455,6 +462,7 @@ def test_the_harness_lock_and_reports_are_never_written_or_removed_through_a_lin
     assert discard_reports(out) == ["results.json"]  # a report of one name still goes
 
 
+@pytest.mark.bad_input
 @pytest.mark.bad_input
 def test_a_root_callers_output_file_in_a_subfolder_is_one_usage_line(tmp_path: Path) -> None:
     """Only the top of the folder is lent: the harness could not write OUT/a/x.log, and the run would end
