@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,13 +60,12 @@ def test_bad_input_is_usage_before_any_isolation(tmp_path: Path) -> None:
 
 
 def test_a_thread_that_is_ending_does_not_cost_the_run_its_namespace() -> None:
-    """asyncio's child watcher (the capability probe's) may still be ending when isolation starts."""
-    import threading
-    import time
-
-    from harness.netns import _threads_settled
-
-    ending = threading.Thread(target=time.sleep, args=(0.05,))
-    ending.start()
-    assert _threads_settled() == 1
-    ending.join()
+    """asyncio's child watcher (the capability probe's) may still be ending when isolation starts.
+    In a process of its own: pytest's may hold threads of earlier tests."""
+    script = ("import threading, time\n"
+              "from harness.netns import _threads, _threads_settled\n"
+              "ending = threading.Thread(target=time.sleep, args=(0.05,))\n"
+              "ending.start()\n"
+              "print(_threads(), _threads_settled())\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.split() == ["2", "1"], proc.stdout + proc.stderr
