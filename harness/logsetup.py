@@ -81,10 +81,27 @@ class _FileHandler(logging.FileHandler):
         return open_new(Path(self.baseFilename), text=True)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the base class's name
+        self._count(sys.exc_info()[1])
+
+    def _count(self, err: BaseException | None) -> None:
         self.errors_seen += 1
         if self.first_error is None:
-            err = sys.exc_info()[1]
             self.first_error = f"{type(err).__name__}: {err}" if err else "unknown error"
+
+    def flush(self) -> None:
+        # logging guards emit() but not flush() and close(): on a full disk the last buffered lines
+        # would otherwise escape as an OSError at the end of a run that already has its verdict.
+        try:
+            super().flush()
+        except OSError as err:
+            self._count(err)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as err:
+            self._count(err)
+            self.stream = None
 
 
 def setup_console(fmt: LogFormat = "text", level: int = logging.INFO) -> logging.Logger:

@@ -5,6 +5,7 @@ Each test stands for a finding of the audit (issue "Hardening"): it failed befor
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -412,6 +413,21 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.fault
+def test_harness_log_lines_left_on_a_full_disk_cost_nothing_at_the_end(tiny_fs: Path) -> None:
+    """logging guards a handler's writes, not its flush and close: the run's last lines, buffered when
+    the out-dir filled up, must not turn a decided run into an internal error."""
+    from harness.logsetup import add_file_log, remove_handler
+
+    handler = add_file_log(tiny_fs / "harness.log")
+    with contextlib.suppress(OSError), open(tiny_fs / "filler", "wb") as filler:
+        filler.write(b"x" * 64 * 1024)
+    assert handler.stream is not None
+    handler.stream.write("still buffered\n" * 400)  # what the full disk will refuse at close
+    remove_handler(handler)
+    assert handler.errors_seen == 1 and "No space left on device" in (handler.first_error or "")
 
 
 @pytest.mark.fault
