@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +131,26 @@ def run_harness(tmp_path: Path, ports: tuple[int, int]) -> Callable[..., Harness
             extra += ["--http-port", str(ports[0]), "--udp-port", str(ports[1])]
         cut = args.index("--") if "--" in args else len(args)  # QEMU arguments stay last
         argv = harness_argv(*args[:cut], *extra, *args[cut:])
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
-                              stdin=subprocess.DEVNULL)
+        for attempt in (1, 2):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                                  stdin=subprocess.DEVNULL)
+            crash = qemu_crash(proc.stdout)
+            if crash is None or attempt == 2:
+                break
+            # QEMU itself died of a signal (a TCG crash of QEMU 7.2, seen about once in a few hundred
+            # boots): that is QEMU's failure, not the harness's or the test's; the harness reported it
+            # right (QEMU_EXITED), and the test gets one more QEMU.
+            warnings.warn(f"QEMU crashed ({crash}); running the harness once more", stacklevel=2)
         return HarnessRun(proc.returncode, proc.stdout, proc.stderr, out)
 
     return run
+
+
+def qemu_crash(stdout: str) -> str | None:
+    """``exit code -11`` when the run's verdict says QEMU was killed by a signal it did not get from
+    the harness or the test (SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE)."""
+    match = re.search(r"^FAIL: QEMU_EXITED: QEMU ended \(exit code (-(?:11|6|7|4|8))\)", stdout, re.M)
+    return f"exit code {match.group(1)}" if match else None
 
 
 def qemu_children_of(pid: int) -> list[int]:
