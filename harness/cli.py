@@ -10,7 +10,7 @@ from types import ModuleType
 
 from harness import __version__
 from harness.entry import guarded
-from harness.errors import ExitCode
+from harness.errors import ExitCode, UsageError
 from harness.logsetup import setup_console
 from harness.usage import QuietUsageParser, UsageParser
 
@@ -67,17 +67,20 @@ def _main(args_list: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)
-    except SystemExit as refused:
-        if refused.code == ExitCode.USAGE and args_list[:1] == [DEFAULT_SUBCOMMAND]:
-            from harness.commands.run import discard_after_bad_arguments
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)
+            return ExitCode.USAGE
+        return int(_load(args.command).execute(args))
+    except (SystemExit, UsageError) as refused:
+        # A run refused for bad input, by argparse, the options or the checks: the earlier run's
+        # reports in the out-dir it names go, so a CI step never reads them as this run's.
+        usage = isinstance(refused, UsageError) or refused.code == ExitCode.USAGE
+        if usage and args_list[:1] in (["run"], ["selfcheck"]):
+            from harness.commands.run import discard_after_refusal
 
-            discard_after_bad_arguments(args_list[1:])
+            discard_after_refusal(args_list[1:])
         raise
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        print("FAIL: USAGE: no arguments: give --disk-image (run) or a subcommand", flush=True)
-        return ExitCode.USAGE
-    return int(_load(args.command).execute(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,9 @@ SCREENSHOT = "screenshot.png"
 WAV = "virtio-snd.wav"
 OVERLAY = "disk-overlay.qcow2"
 LOCK = ".aero-win7-harness.lock"
+# Every file a run writes in its out-dir under its default name (the launcher lends exactly these).
+ARTIFACTS = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
+             OVERLAY, LOCK)
 # A previous run's verdicts: removed when a run starts, so a run that dies cannot leave them behind.
 STALE_REPORTS = (RESULTS, JUNIT, REPORT_HTML, SCREENSHOT)
 ARTIFACT_MODE = 0o644

@@ -27,7 +27,7 @@ from harness.disk import DiskImage, GuestDisk, WriteMode, create_overlay, plan_g
 from harness.errors import ExitCode, HarnessError, InfraError, InterruptedRun, UsageError
 from harness.logsetup import add_file_log, get_logger, quiet_console, remove_handler, setup_console
 from harness.netns import Isolation, isolate
-from harness.options import RunOptions, default_out_dir, options_from_args
+from harness.options import RunOptions, options_from_args
 from harness.outputs import (
     HARNESS_LOG,
     JUNIT,
@@ -40,7 +40,6 @@ from harness.outputs import (
     Protected,
     check_outputs,
     clear_stale,
-    discard_reports,
     lock_out_dir,
     partial_file,
     unwritable_out_dir,
@@ -139,22 +138,7 @@ def prepare(opts: RunOptions) -> Prepared:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    try:
-        opts = options_from_args(args)
-    except UsageError:
-        discard_reports_of(args.out_dir)
-        raise
-    return run(opts)
-
-
-def discard_reports_of(out_dir: Path | None) -> None:
-    """After a refusal for bad input: the earlier run's reports in the out-dir the run would have
-    used go (see ``discard_reports``); nothing when that folder is unknown."""
-    try:
-        folder = out_dir if out_dir is not None else default_out_dir()
-    except UsageError:
-        return
-    discard_reports(folder)
+    return run(options_from_args(args))
 
 
 def run(opts: RunOptions) -> int:
@@ -163,12 +147,7 @@ def run(opts: RunOptions) -> int:
     setup_console(opts.log_format, logging.WARNING if opts.quiet else logging.INFO)
     # Bad input is refused first, whatever the isolation can do here; preparing runs only
     # subprocesses, so the process still has one thread, which a new namespace requires.
-    try:
-        prepared = prepare(opts)
-    except UsageError:
-        if not opts.dry_run:
-            discard_reports(opts.out_dir)
-        raise
+    prepared = prepare(opts)
     isolating = time.monotonic()
     isolation = Isolation(False, "--dry-run") if opts.dry_run else isolate(opts.network_isolation)
     isolation_ms = round((time.monotonic() - isolating) * 1000, 3)
@@ -459,7 +438,7 @@ class Session:
             if self._driver_notes:
                 self.extra["pci_notes"] = [n.to_json() for n in self._driver_notes]
                 for note in self._driver_notes:
-                    log.info("PCI note: %s", note.text)
+                    log.info("PCI note (%s): %s", note.qdev_id, note.text)
             self.extra.setdefault("timing", {})["preflight_ms"] = round((time.monotonic() - started) * 1000, 3)
         for command, arguments in devices.startup_commands(written):
             reply = await machine.execute(command, arguments)
@@ -471,8 +450,7 @@ class Session:
 
     def _explained(self, verdict: Verdict) -> Verdict:
         """A failure that a PCI note explains (a driver that cannot start on QEMU's device model) says so."""
-        # One hint per cause: the keyboard's and the mouse's subsystem notes say the same but their ids.
-        hints = list(dict.fromkeys(note.text.replace(f" ({note.qdev_id})", "") for note in self._driver_notes
+        hints = list(dict.fromkeys(note.text for note in self._driver_notes  # one per cause
                                    if note.explains_failure(verdict.token, self.report)))
         if verdict.passed or not hints:
             return verdict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -220,3 +221,16 @@ def guest_require_snd(tmp_path_factory: pytest.TempPathFactory, guest, guest_por
 
     return build(tmp_path_factory.mktemp("refguest-snd") / "reference-guest-snd.qcow2", *_baked(guest_ports),
                  "--require-snd")
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``16k``, ``2m``) mounted at ``path`` for the block (root only: CI runs as root)."""
+    if os.geteuid() != 0:
+        missing_prerequisite("mounting a small tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -21,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from harness.outputs import open_new, write_atomically
-from tests.conftest import PASSING, HarnessRun, free_port, harness_argv, lines, missing_prerequisite, qemu_children_of
+from tests.conftest import (
+    PASSING,
+    HarnessRun,
+    free_port,
+    harness_argv,
+    lines,
+    qemu_children_of,
+    small_tmpfs,
+)
 
 pytestmark = pytest.mark.usefixtures("qemu", "no_stray_qemu")
 Run = Callable[..., HarnessRun]
@@ -403,16 +411,9 @@ def test_a_free_text_pass_before_the_real_fail_fails_the_run(make_guest, run_har
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 16 KiB tmpfs (root only: CI runs as root)."""
-    if os.getuid() != 0:
-        missing_prerequisite("mounting a small tmpfs needs root")
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], check=True)
-    try:
+    """A 16 KiB tmpfs."""
+    with small_tmpfs(tmp_path / "tiny", "16k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.fault

@@ -26,7 +26,7 @@ import pytest
 
 from harness.actions import wheel_events
 from harness.devices.input import NO_HWHEEL
-from tests.conftest import HarnessRun, free_port, harness_argv, missing_prerequisite, qemu_children_of
+from tests.conftest import HarnessRun, free_port, harness_argv, missing_prerequisite, qemu_children_of, small_tmpfs
 from tests.guestlog import Transcript
 from tests.refguest import HTTP_PATH, PATTERN, PATTERN_FNV1A64, Built
 
@@ -424,19 +424,12 @@ def test_a_run_with_the_default_overlay_keeps_the_guests_writes_out_of_the_image
 def test_an_out_dir_that_fills_up_ends_the_run_at_once_naming_the_file_system(
         guest: Built, guest_ports: tuple[int, int], tmp_path: Path) -> None:
     """The overlay's file system (a 2 MiB tmpfs) fills up under the guest's 8 MiB disk test."""
-    if os.geteuid() != 0:
-        missing_prerequisite("mounting a small tmpfs needs root")
-    out = tmp_path / "small"
-    out.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(out)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as out:
         started = time.monotonic()
         proc = subprocess.run(harness_argv("--disk-image", guest.image, *TCG, *ports_args(guest_ports),
                                            "--out-dir", out), capture_output=True, text=True, timeout=BOOT_S,
                               stdin=subprocess.DEVNULL)
         elapsed = time.monotonic() - started
-    finally:
-        subprocess.run(["umount", "-l", str(out)], check=False)
     last = proc.stdout.splitlines()[-1]
     assert proc.returncode == 6, proc.stdout + proc.stderr[-3000:]
     assert re.match(r"FAIL: INFRA: .*(no space|full).*" + re.escape(str(out)), last, re.I), last

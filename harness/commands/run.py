@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from harness.devices import Layout
 from harness.devices import add_arguments as add_device_arguments
+from harness.errors import UsageError
 from harness.options import OUT_DIR_ENV
 from harness.outputs import output_path, path_arg
 from harness.qemu.binary import DEFAULT_QEMU_SYSTEM
@@ -101,15 +102,20 @@ class _Lenient(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def discard_after_bad_arguments(argv: list[str]) -> None:
-    """Arguments argparse refused: the out-dir they name (or the default) loses its earlier reports
-    all the same, so a CI step never reads the last run's verdict as this one's."""
-    from harness.runner import discard_reports_of
+def discard_after_refusal(argv: list[str]) -> None:
+    """A run (or selfcheck) refused for bad input: the out-dir its arguments name (or the default)
+    loses its earlier reports all the same (``outputs.discard_reports``); a dry run writes none, so
+    it removes none."""
+    from harness.options import default_out_dir
+    from harness.outputs import discard_reports
 
     finder = _Lenient(add_help=False, allow_abbrev=False)
     finder.add_argument("--out-dir", type=path_arg, default=None)
+    finder.add_argument("--dry-run", "--print-qemu", "--print-qemu-cmd", action="store_true")
     try:
         known, _ = finder.parse_known_args(argv)
-    except ValueError:
+        folder = known.out_dir if known.out_dir is not None else default_out_dir()
+    except (ValueError, UsageError):
         return
-    discard_reports_of(known.out_dir)
+    if not known.dry_run:
+        discard_reports(folder)

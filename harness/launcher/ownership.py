@@ -40,24 +40,11 @@ from harness.launcher import loans
 from harness.launcher.outdir import OutDir
 from harness.launcher.outlock import LAUNCHER_LOCK, HeldLock
 from harness.logsetup import get_logger
-from harness.outputs import (
-    HARNESS_LOG,
-    HTTP_LOG,
-    JUNIT,
-    LOCK,
-    OVERLAY,
-    QEMU_STDERR_LOG,
-    REPORT_HTML,
-    RESULTS,
-    SCREENSHOT,
-    SERIAL_LOG,
-    WAV,
-)
+from harness.outputs import ARTIFACTS
 
 IMAGE_USER = (10001, 10001)  # the image's own user (Dockerfile): what a root caller's container runs as
 LAUNCHER_LOG = "launcher.log"
-HARNESS_FILES = (SERIAL_LOG, HARNESS_LOG, QEMU_STDERR_LOG, HTTP_LOG, RESULTS, JUNIT, REPORT_HTML, SCREENSHOT, WAV,
-                 OVERLAY, LOCK)  # what the harness in the container writes, and so needs to own
+HARNESS_FILES = ARTIFACTS  # what the harness in the container writes, and so needs to own
 LAUNCHER_FILES = (LAUNCHER_LOG, LAUNCHER_LOCK)  # written on the host, by the launcher itself
 OWN_NAMES = frozenset((*HARNESS_FILES, *LAUNCHER_FILES, CASE_JSON, CONSOLE_LOG))
 MAX_DEPTH = 3  # how deep an artifacts-only folder inside the output folder may go

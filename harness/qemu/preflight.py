@@ -121,7 +121,7 @@ class DriverNote:
     qdev_id: str
     family: str  # "virtio-net": whose free-text lines tell whether the guest found a working device
     problem: str  # "registers_not_in_bar0", "subsystem_not_bound"
-    text: str
+    text: str  # without the qdev id: the keyboard's and the mouse's notes say the same
     explains: tuple[str, ...]
     absent_words: tuple[str, ...]
 
@@ -149,7 +149,7 @@ def driver_notes(found: Sequence[PciFunction], expected: Sequence[ExpectedFuncti
         if have is None or needs is None:
             continue
         if needs.registers_in_bar0 and not _memory_bar0(have):
-            text = (f"{want.what} ({want.qdev_id}) has no memory BAR0: QEMU puts the virtio registers in BAR4, "
+            text = (f"{want.what} has no memory BAR0: QEMU puts the virtio registers in BAR4, "
                     f"contract v1 in BAR0, the only place the Aero {want.what} driver accepts, so the driver "
                     "does not start on this QEMU")
             if needs.consequence:
@@ -160,7 +160,7 @@ def driver_notes(found: Sequence[PciFunction], expected: Sequence[ExpectedFuncti
             bound = " or ".join(f"SUBSYS_{s:04X}{VIRTIO_VENDOR:04X}" for s in needs.subsystems)
             seen = (f"{have.subsystem_vendor:04x}:{have.subsystem:04x}"
                     if have.subsystem_vendor is not None and have.subsystem is not None else "none")
-            text = f"{want.what} has subsystem {seen} ({want.qdev_id}); the Aero INF binds only {bound}"
+            text = f"{want.what} has subsystem {seen}; the Aero INF binds only {bound}"
             if needs.remedy:
                 text += f": {needs.remedy}"
             notes.append(DriverNote(want.qdev_id, want.what, "subsystem_not_bound", text, needs.explains,
