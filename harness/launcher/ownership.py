@@ -213,8 +213,8 @@ class Loan:
             log.warning("left %d hard links in %s with uid %d (first: %s): a file with another name elsewhere is "
                         "not given to the folder's owner", len(linked), self.out_dir, self.borrower[0], linked[0],
                         extra={"out_dir": str(self.out_dir), "hard_links": linked[:20]})
-        log.info("gave %s back to uid %d gid %d (%d entries the container's user owned)", self.out_dir, uid, gid,
-                 given, extra={"out_dir": str(self.out_dir), "owner": f"{uid}:{gid}", "entries": given})
+        log.debug("gave %s back to uid %d gid %d (%d entries the container's user owned)", self.out_dir, uid, gid,
+                  given, extra={"out_dir": str(self.out_dir), "owner": f"{uid}:{gid}", "entries": given})
         return failures
 
 
