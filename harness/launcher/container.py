@@ -271,7 +271,7 @@ class _Runner:
         finally:
             self.release()
             self.remove()
-        log.info("container %s exited with %d", self.spec.name, code,
+        log.debug("container %s exited with %d", self.spec.name, code,
                  extra={"container": self.spec.name, "exit_code": code})
         if code == ExitCode.INTERRUPTED and not self.interrupted:
             raise InfraError("the container was stopped from outside (a Docker engine restart, docker stop or "
